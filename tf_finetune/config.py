@@ -1,0 +1,161 @@
+"""The run configuration: one flat, typed dataclass shared by the CLI, config files and notebooks."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from tf_finetune.errors import UserError
+
+SECRET_FIELDS = ("hub_token",)
+
+
+def _arg(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field whose help text becomes the `--help` entry."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a fine-tuning run. Field names follow the Hugging Face example scripts."""
+
+    # What to train
+    task: str = _arg("sst2", "Task name: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, mnli-mm, qnli, rte, wnli), "
+                     "text-classification, mlm or clm. See `--list_tasks`.")
+    model_name_or_path: str = _arg("distilbert-base-uncased", "Hub model id or local checkpoint directory.")
+    tokenizer_name: Optional[str] = _arg(None, "Tokenizer id or path, if not the model's.")
+    output_dir: str = _arg("output", "Where the model, results and checkpoints are written.")
+    overwrite_output_dir: bool = _arg(False, "Start afresh even if output_dir holds a finished or interrupted run.")
+
+    # Data
+    data_dir: Optional[str] = _arg(None, "GLUE data in its original distribution layout (SST-2/train.tsv, ...). "
+                                   "Without it GLUE tasks load nyu-mll/glue from the Hub.")
+    dataset_name: Optional[str] = _arg(None, "A Hub dataset to load instead of local files.")
+    dataset_config_name: Optional[str] = _arg(None, "The Hub dataset's configuration name.")
+    train_file: Optional[str] = _arg(None, "Training data: .csv, .tsv, .json/.jsonl, .parquet (or .txt for LM).")
+    validation_file: Optional[str] = _arg(None, "Validation data, same formats as train_file.")
+    test_file: Optional[str] = _arg(None, "Test data for --do_predict (labels optional).")
+    text_column: Optional[list[str]] = _arg(None, "One text column, or two for sentence pairs "
+                                            "(e.g. --text_column premise hypothesis).", nargs="+")
+    label_column: str = _arg("label", "Label column of your own data.")
+    max_seq_length: int = _arg(128, "Longest tokenised input; longer inputs are truncated.")
+    max_train_samples: Optional[int] = _arg(None, "Use only the first N training examples.")
+    max_eval_samples: Optional[int] = _arg(None, "Use only the first N validation examples.")
+    max_predict_samples: Optional[int] = _arg(None, "Use only the first N test examples.")
+    overwrite_cache: bool = _arg(False, "Tokenise again instead of reusing the datasets cache.")
+    preprocessing_num_workers: Optional[int] = _arg(None, "Processes for tokenisation.")
+
+    # Language modelling
+    mlm_probability: float = _arg(0.15, "Share of tokens masked for masked language modelling.")
+    block_size: int = _arg(128, "Length of the token blocks that texts are concatenated and cut into.")
+    line_by_line: bool = _arg(False, "Treat each line as one example instead of concatenating texts.")
+
+    # Metrics and model selection
+    metric: Optional[str] = _arg(None, "An evaluate metric (bundled name, local path or Hub id) for your own data.")
+    metric_for_best_model: Optional[str] = _arg(None, "Validation metric that picks the best epoch "
+                                                "(default: the task's main metric).")
+    greater_is_better: Optional[bool] = _arg(None, "Whether a larger metric_for_best_model is better "
+                                             "(default: inferred from the metric).")
+    load_best_model_at_end: bool = _arg(True, "Restore the best epoch's weights before saving.")
+    early_stopping_patience: Optional[int] = _arg(None, "Stop after N epochs without improvement.")
+
+    # Training
+    do_train: bool = _arg(True, "Train the model.")
+    do_eval: bool = _arg(True, "Evaluate on the validation split each epoch and at the end.")
+    do_predict: bool = _arg(False, "Write predictions for the test split.")
+    num_train_epochs: int = _arg(3, "Number of epochs.")
+    per_device_train_batch_size: int = _arg(16, "Training batch size per device (replica).")
+    per_device_eval_batch_size: int = _arg(32, "Evaluation batch size per device (replica).")
+    gradient_accumulation_steps: int = _arg(1, "Batches whose gradients are summed before one update.")
+    learning_rate: float = _arg(2e-5, "Peak learning rate of AdamWeightDecay.")
+    weight_decay: float = _arg(0.01, "Decoupled weight decay (not applied to LayerNorm and biases).")
+    warmup_ratio: float = _arg(0.0, "Share of training steps for linear warm-up.")
+    warmup_steps: int = _arg(0, "Warm-up steps (overrides warmup_ratio when > 0).")
+    adam_epsilon: float = _arg(1e-8, "Adam epsilon.")
+    max_grad_norm: Optional[float] = _arg(1.0, "Global gradient clipping norm (none to disable).")
+    seed: int = _arg(42, "Random seed for weights, shuffling and masking.")
+    verbose: int = _arg(1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+
+    # Hub
+    push_to_hub: bool = _arg(False, "Upload the model, results and a model card to the Hub.")
+    hub_model_id: Optional[str] = _arg(None, "Repository id (default: <user>/<output_dir name>).")
+    hub_token: Optional[str] = _arg(None, "Hub token (default: HF_TOKEN or the saved login). Never saved.")
+    hub_private_repo: bool = _arg(False, "Create the repository as private.")
+    hub_strategy: str = _arg("end", "When to upload: after every epoch or only at the end.", choices=["epoch", "end"])
+
+    # Hyperparameter search
+    tune: Optional[str] = _arg(None, "Run a KerasTuner search first.", choices=["random", "bayesian", "hyperband"])
+    max_trials: int = _arg(10, "Number of trials of the search.")
+    tune_train_fraction: float = _arg(1.0, "Share of the training data used during the search.")
+    tune_objective: Optional[str] = _arg(None, "Metric the search optimises (default: the task's main metric).")
+    tune_dir: Optional[str] = _arg(None, "Where the search state lives (default: <output_dir>/tuning).")
+    tune_space: Optional[str] = _arg(None, "YAML/JSON file with the search space.")
+    tune_retrain: bool = _arg(True, "Retrain the best configuration on the full training set.")
+
+    # Hardware
+    strategy: str = _arg("auto", "Distribution strategy.",
+                         choices=["auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"])
+    tpu: Optional[str] = _arg(None, "TPU name or address (default: Colab's local TPU).")
+    mixed_precision: str = _arg("no", "Mixed precision policy.", choices=["no", "fp16", "bf16"])
+    jit_compile: bool = _arg(False, "Compile the training step with XLA.")
+    pad_to_multiple_of: Optional[int] = _arg(None, "Pad batches to a multiple of N tokens (default 64 with XLA).")
+
+    def validate(self) -> None:
+        """Check values that need no model or data; raise UserError naming the field and the fix."""
+        for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
+                     "max_seq_length", "gradient_accumulation_steps", "block_size", "max_trials"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name} must be a positive number, got {getattr(self, name)}.")
+        if self.learning_rate <= 0:
+            raise UserError(f"--learning_rate must be positive, got {self.learning_rate}.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
+        if not 0 < self.mlm_probability < 1:
+            raise UserError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}.")
+        if not 0 < self.tune_train_fraction <= 1:
+            raise UserError(f"--tune_train_fraction must be in (0, 1], got {self.tune_train_fraction}.")
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "early_stopping_patience"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise UserError(f"--{name} must be a positive number, got {value}.")
+        if self.text_column is not None and not 1 <= len(self.text_column) <= 2:
+            raise UserError(f"--text_column takes one or two column names, got {len(self.text_column)}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain data, without secrets: what gets saved next to a run."""
+        values = dataclasses.asdict(self)
+        for name in SECRET_FIELDS:
+            values.pop(name)
+        return values
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a YAML or JSON file of TrainConfig fields."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"config file {path} does not exist; pass the path of a .yaml or .json file to --config.")
+    text = file.read_text()
+    try:
+        if file.suffix in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+    except Exception as error:  # noqa: BLE001 - any parse error is the user's file
+        raise UserError(f"config file {path} is not valid {file.suffix.lstrip('.').upper()}: {error}".splitlines()[0])
+    if not isinstance(values, dict):
+        raise UserError(f"config file {path} must hold a mapping of option names to values.")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"config file {path} has unknown option(s) {', '.join(unknown)}; see --help for the names.")
+    return values

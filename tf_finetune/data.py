@@ -1,0 +1,68 @@
+"""Reading data files and Hub datasets into `datasets.DatasetDict`s, with clear errors for bad input."""
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any, Optional
+
+import datasets
+
+from tf_finetune.errors import UserError
+
+_BUILDERS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t", "quoting": csv.QUOTE_NONE}),
+             ".json": ("json", {}), ".jsonl": ("json", {}), ".parquet": ("parquet", {}), ".txt": ("text", {})}
+
+datasets.logging.set_verbosity_error()
+datasets.disable_progress_bars()
+
+
+def load_data_file(path: str, split: str, allowed: tuple[str, ...] = (".csv", ".tsv", ".json", ".jsonl",
+                                                                      ".parquet")) -> datasets.Dataset:
+    """One split from a local file, through the `datasets` builders (so the result is cached on disk)."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in allowed:
+        raise UserError(f"{split} file {path} has an unsupported extension; use one of {', '.join(allowed)}.")
+    if not os.path.isfile(path):
+        raise UserError(f"{split} file {path} does not exist; check the path.")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{split} file {path} is not readable; check its permissions.")
+    builder, options = _BUILDERS[extension]
+    if builder == "csv":
+        options = {**options, "keep_default_na": False, "na_filter": False}
+    return load_split(builder, split, path, **options)
+
+
+def load_split(builder: str, split: str, path: str, **options: Any) -> datasets.Dataset:
+    """Load one file with a `datasets` builder; parse failures become a UserError naming the file."""
+    try:
+        dataset = datasets.load_dataset(builder, data_files={split: path}, split=split, **options)
+    except Exception as error:  # noqa: BLE001 - any parse failure is a problem with the user's file
+        detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise UserError(f"could not read {split} file {path}: {detail}") from error
+    if len(dataset) == 0:
+        raise UserError(f"{split} file {path} holds no examples; give a file with data.")
+    return dataset
+
+
+def load_hub_dataset(name: str, config_name: Optional[str]) -> datasets.DatasetDict:
+    """A dataset from the Hub (or its cache); an unreachable Hub is reported with the local alternative."""
+    try:
+        return datasets.load_dataset(name, config_name)
+    except (ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as error:
+        raise UserError(f"could not load dataset {name!r} from the Hugging Face Hub ({type(error).__name__}); "
+                        "without network access pass local files (--train_file/--validation_file or --data_dir).")
+
+
+def limit_samples(dataset: datasets.Dataset, limit: Optional[int]) -> datasets.Dataset:
+    """The first `limit` examples (all of them when limit is None)."""
+    if limit is None or limit >= len(dataset):
+        return dataset
+    return dataset.select(range(limit))
+
+
+def require_columns(dataset: datasets.Dataset, columns: list[str], split: str, flag: str) -> None:
+    """Raise a UserError when a split lacks a column the run needs."""
+    missing = [column for column in columns if column not in dataset.column_names]
+    if missing:
+        raise UserError(f"{split} data has no column {', '.join(map(repr, missing))} (columns: "
+                        f"{', '.join(dataset.column_names)}); set {flag} to the right name.")

@@ -1,0 +1,114 @@
+"""Loading tokenizers and TF Auto models from the Hub or any local checkpoint (TF or PyTorch-only weights)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Optional
+
+import transformers
+from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+
+from tf_finetune.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+_TF_WEIGHTS = ("tf_model.h5", "tf_model.h5.index.json")
+_PT_SAFETENSORS = "model.safetensors"
+
+
+def load_model_config(name_or_path: str, **overrides: Any) -> PretrainedConfig:
+    """The model's config with task fields (num_labels, id2label, ...) set; clear errors for bad paths."""
+    _check_local_path(name_or_path)
+    try:
+        return AutoConfig.from_pretrained(name_or_path, **overrides)
+    except OSError as error:
+        raise _not_loadable(name_or_path, error) from error
+    except ValueError as error:  # e.g. an unknown model_type
+        raise UserError(f"{name_or_path} is not a model transformers can load: {str(error).splitlines()[0]}")
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """The fast tokenizer of a checkpoint."""
+    _check_local_path(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+    except OSError as error:
+        raise _not_loadable(name_or_path, error) from error
+    if not tokenizer.is_fast:
+        raise UserError(f"{name_or_path} has no fast tokenizer (tokenizer.json); tf-finetune needs one.")
+    return tokenizer
+
+
+def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig) -> "transformers.TFPreTrainedModel":
+    """A TF model of the given Auto class with pretrained weights: native TF checkpoints load as usual,
+    PyTorch-only `model.safetensors` are converted (transformers 4.57 cannot load them into TF itself)."""
+    auto_class = getattr(transformers, auto_class_name)
+    weights = _find_weights(name_or_path)
+    if weights is None:
+        raise UserError(f"{name_or_path} has no TensorFlow weights (tf_model.h5) nor model.safetensors; "
+                        "export it with save_pretrained or pass another checkpoint.")
+    if weights.endswith(".safetensors") and _safetensors_format(weights) == "pt":
+        return _load_pytorch_safetensors(auto_class, config, weights)
+    return auto_class.from_pretrained(name_or_path, config=config)
+
+
+def max_model_length(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase) -> int:
+    """The longest input the model accepts."""
+    limits = [getattr(config, "max_position_embeddings", None), getattr(config, "n_positions", None)]
+    if tokenizer.model_max_length < 1e9:
+        limits.append(tokenizer.model_max_length)
+    return min(limit for limit in limits if limit) if any(limits) else int(1e9)
+
+
+def _load_pytorch_safetensors(auto_class: Any, config: PretrainedConfig, path: str):
+    from safetensors.numpy import load_file
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+    model = auto_class.from_config(config)
+    load_pytorch_state_dict_in_tf2_model(model, load_file(path), allow_missing_keys=True)
+    return model
+
+
+def _find_weights(name_or_path: str) -> Optional[str]:
+    """The local path of the checkpoint's weights file (downloading it for a Hub id), TF weights first."""
+    from transformers.utils import cached_file
+
+    for filename in (*_TF_WEIGHTS, _PT_SAFETENSORS):
+        try:
+            path = cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False)
+        except OSError as error:
+            raise _not_loadable(name_or_path, error) from error
+        if path:
+            return path
+    return None
+
+
+def _safetensors_format(path: str) -> str:
+    """The `format` a safetensors file declares ("pt", "tf", ...); "pt" when it says nothing."""
+    with open(path, "rb") as file:
+        header_length = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(header_length))
+    return header.get("__metadata__", {}).get("format", "pt")
+
+
+def _check_local_path(name_or_path: str) -> None:
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1  # Hub ids: [user/]name
+    if os.path.isdir(name_or_path):
+        if not os.path.isfile(os.path.join(name_or_path, "config.json")):
+            raise UserError(f"{name_or_path} is a directory but not a model (no config.json); pass a checkpoint "
+                            "directory written by save_pretrained.")
+    elif os.path.exists(name_or_path):
+        raise UserError(f"{name_or_path} is a file, not a model directory; pass the directory that holds config.json.")
+    elif looks_local:
+        raise UserError(f"model path {name_or_path} does not exist; check --model_name_or_path.")
+
+
+def _not_loadable(name_or_path: str, error: OSError) -> UserError:
+    from huggingface_hub import constants
+
+    if os.path.isdir(name_or_path):
+        return UserError(f"cannot load {name_or_path}: {str(error).splitlines()[0]}")
+    return UserError(f"cannot load '{name_or_path}': it is not a local directory and the Hugging Face Hub "
+                     f"({constants.ENDPOINT}) cannot be reached or has no such model, nor is it in the cache "
+                     f"({constants.HF_HUB_CACHE}); pass a local checkpoint directory to --model_name_or_path.")

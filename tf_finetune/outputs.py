@@ -1,0 +1,59 @@
+"""Atomic writes: a crash or kill leaves either the old file or the new one, never half of one."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Callable
+
+
+def write_atomic(path: str, write: Callable[[str], None]) -> None:
+    """Call write(temp_path) next to `path`, then move the result over `path` in one step."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    os.close(handle)
+    try:
+        write(temp_path)
+        os.replace(temp_path, path)
+    finally:
+        if os.path.exists(temp_path):
+            os.remove(temp_path)
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a text file atomically."""
+    def write(temp_path: str) -> None:
+        with open(temp_path, "w", encoding="utf-8") as file:
+            file.write(text)
+
+    write_atomic(path, write)
+
+
+def write_json(path: str, data: Any) -> None:
+    """Write a JSON file atomically, indented and with a final newline."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str) -> Any:
+    """Read a JSON file."""
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def save_pretrained_atomic(output_dir: str, *savables: Any) -> None:
+    """`save_pretrained` each object into a temporary folder, then move every file into output_dir.
+
+    Files move one by one with os.replace, config.json last, so a reader never sees a config without its weights.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=output_dir, prefix=".tmp-save-")
+    try:
+        for savable in savables:
+            savable.save_pretrained(staging)
+        names = sorted(os.listdir(staging), key=lambda name: name == "config.json")
+        for name in names:
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

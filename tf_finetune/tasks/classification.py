@@ -1,0 +1,130 @@
+"""Sequence classification and regression over one text or a text pair (GLUE and your own files)."""
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import datasets
+import numpy as np
+import tensorflow as tf
+
+from tf_finetune.data import limit_samples
+from tf_finetune.errors import UserError
+from tf_finetune.metrics import compute_metrics, load_metric
+from tf_finetune.tasks.base import Task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase, TFPreTrainedModel
+
+    from tf_finetune.config import TrainConfig
+
+LABEL = "label"
+
+
+class SequenceClassificationTask(Task):
+    """Raw splits hold the text column(s) and `label` (a ClassLabel, or float32 for regression)."""
+
+    auto_model_class = "TFAutoModelForSequenceClassification"
+
+    @abc.abstractmethod
+    def text_columns(self, config: "TrainConfig", train: datasets.Dataset) -> list[str]:
+        """The one or two columns holding the text."""
+
+    @abc.abstractmethod
+    def metrics(self, config: "TrainConfig", regression: bool) -> list[tuple[str, Optional[str], dict[str, Any]]]:
+        """(metric name, config name, compute kwargs) for each evaluate metric the task reports."""
+
+    def model_config_kwargs(self, raw_datasets: datasets.DatasetDict, config: "TrainConfig") -> dict[str, Any]:
+        label = raw_datasets["train"].features[LABEL]
+        if not isinstance(label, datasets.ClassLabel):
+            return {"num_labels": 1, "problem_type": "regression"}
+        return {"num_labels": label.num_classes, "id2label": dict(enumerate(label.names)),
+                "label2id": {name: i for i, name in enumerate(label.names)},
+                "problem_type": "single_label_classification"}
+
+    def tokenize(self, raw_datasets: datasets.DatasetDict, tokenizer: "PreTrainedTokenizerBase",
+                 config: "TrainConfig") -> datasets.DatasetDict:
+        columns = self.text_columns(config, raw_datasets["train"])
+        limits = {"train": config.max_train_samples, "validation": config.max_eval_samples,
+                  "test": config.max_predict_samples}
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            texts = [batch[column] for column in columns]
+            return tokenizer(*texts, truncation=True, max_length=config.max_seq_length)
+
+        tokenized = {}
+        for split, dataset in raw_datasets.items():
+            dataset = limit_samples(dataset, limits.get(split))
+            has_labels = LABEL in dataset.column_names and split != "test"
+            keep = [LABEL] if has_labels else []
+            dataset = dataset.map(encode, batched=True, load_from_cache_file=not config.overwrite_cache,
+                                  remove_columns=[c for c in dataset.column_names if c not in keep],
+                                  num_proc=config.preprocessing_num_workers, desc=f"Tokenising {split}")
+            tokenized[split] = dataset.rename_column(LABEL, "labels") if has_labels else dataset
+        return datasets.DatasetDict(tokenized)
+
+    def collator(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig",
+                 training: bool) -> Callable[[list[dict]], dict]:
+        from transformers import DataCollatorWithPadding
+
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=config.pad_to_multiple_of, return_tensors="np")
+
+    def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, dataset: datasets.Dataset,
+                 config: "TrainConfig") -> dict[str, float]:
+        logits = model.predict(tf_dataset, verbose=0).logits
+        labels = np.asarray(dataset["labels"])
+        loss = model.hf_compute_loss(tf.constant(labels), tf.constant(logits))
+        results = {"eval_loss": float(np.mean(loss))}
+        predictions = self._predictions(logits, model)
+        regression = model.config.problem_type == "regression"
+        for name, config_name, kwargs in self.metrics(config, regression):
+            scores = compute_metrics(load_metric(name, config_name), predictions, labels, **kwargs)
+            results.update({f"eval_{key}": value for key, value in scores.items()})
+        return results
+
+    def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, dataset: datasets.Dataset,
+                config: "TrainConfig") -> list[str]:
+        predictions = self._predictions(model.predict(tf_dataset, verbose=0).logits, model)
+        if model.config.problem_type == "regression":
+            return [f"{value:.3f}" for value in predictions]
+        return [model.config.id2label[int(index)] for index in predictions]
+
+    @staticmethod
+    def _predictions(logits: np.ndarray, model: "TFPreTrainedModel") -> np.ndarray:
+        if model.config.problem_type == "regression":
+            return logits[:, 0]
+        return np.argmax(logits, axis=-1)
+
+
+def encode_labels(raw_datasets: datasets.DatasetDict, names: Optional[list[str]] = None) -> datasets.DatasetDict:
+    """Cast every labelled split's `label` to one ClassLabel.
+
+    Without `names`, the names are the training labels, sorted (string labels, or integer ones such as 1-5 stars);
+    with `names`, integer labels are indices into them. A validation label unseen in training is an error; a test
+    split whose labels are unknown (GLUE's -1) loses its label column.
+    """
+    integer_indices = names is not None
+    if names is None:
+        names = [str(value) for value in sorted(set(raw_datasets["train"][LABEL]))]
+    class_label = datasets.ClassLabel(names=names)
+    known = set(range(len(names))) if integer_indices else set(names)
+    encoded = {}
+    for split, dataset in raw_datasets.items():
+        if LABEL not in dataset.column_names or isinstance(dataset.features[LABEL], datasets.ClassLabel):
+            encoded[split] = dataset
+            continue
+        as_index = integer_indices and dataset.features[LABEL].dtype.startswith("int")
+        values = set(dataset.unique(LABEL)) if as_index else {str(v) for v in dataset.unique(LABEL)}
+        unseen = sorted(map(str, values - known))
+        if unseen and split == "test":
+            encoded[split] = dataset.remove_columns(LABEL)
+        elif unseen:
+            raise UserError(f"{split} data has label(s) {', '.join(unseen[:5])} that the training data does not "
+                            f"have (training labels: {', '.join(names[:20])}); fix the labels or the split.")
+        elif as_index:
+            encoded[split] = dataset.cast_column(LABEL, class_label)
+        else:
+            strings = datasets.Features({**dataset.features, LABEL: datasets.Value("string")})
+            encoded[split] = dataset.map(lambda batch: {LABEL: [str(v) for v in batch[LABEL]]}, batched=True,
+                                         features=strings, desc=f"Reading {split} labels").cast_column(LABEL, class_label)
+    return datasets.DatasetDict(encoded)

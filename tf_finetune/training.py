@@ -1,0 +1,211 @@
+"""The Python API: `FineTuneRun` builds a run step by step (for notebooks); `train` does the whole job."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from typing import Any, Optional
+
+import tensorflow as tf
+import tf_keras
+from transformers import create_optimizer
+
+from tf_finetune.callbacks import (BEST_WEIGHTS_FILE, BestModelCallback, CheckpointCallback, EvaluationCallback,
+                                   HistoryCallback, RunState)
+from tf_finetune.config import TrainConfig
+from tf_finetune.errors import UserError
+from tf_finetune.models import load_model, load_model_config, load_tokenizer, max_model_length
+from tf_finetune.outputs import save_pretrained_atomic, write_json, write_text
+from tf_finetune.tasks import get_task
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+RESULTS_FILE = "all_results.json"
+
+
+class FineTuneRun:
+    """A model, its tokenizer, tokenised splits as `tf.data`, an optimizer and callbacks, from one TrainConfig.
+
+    Example (a notebook):
+        run = FineTuneRun(TrainConfig(task="sst2", model_name_or_path=path, data_dir="glue"))
+        run.compile()
+        history = run.model.fit(run.train_dataset, epochs=1, callbacks=run.callbacks())
+        run.evaluate()
+    """
+
+    def __init__(self, config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None):
+        config.validate()
+        self.config = config
+        self.task = get_task(config.task)
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.tokenizer = load_tokenizer(config.tokenizer_name or config.model_name_or_path)
+        raw_datasets = self.task.load_raw_datasets(config)
+        self.model_config = load_model_config(config.model_name_or_path,
+                                              **self.task.model_config_kwargs(raw_datasets, config))
+        limit = max_model_length(self.model_config, self.tokenizer)
+        if config.max_seq_length > limit:
+            raise UserError(f"--max_seq_length {config.max_seq_length} is more than {config.model_name_or_path} "
+                            f"accepts ({limit}); pass --max_seq_length {limit} or less.")
+        self.datasets = self.task.tokenize(raw_datasets, self.tokenizer, config)
+        self._check_splits()
+        tf_keras.utils.set_random_seed(config.seed)
+        with self.strategy.scope():
+            self.model = load_model(self.task.auto_model_class, config.model_name_or_path, self.model_config)
+        self.train_dataset = self.tf_dataset("train", training=True) if "train" in self.datasets else None
+        self.eval_dataset = self.tf_dataset("validation", training=False) if "validation" in self.datasets else None
+        self.monitor, self.greater_is_better = self._monitor()
+
+    @property
+    def global_train_batch_size(self) -> int:
+        """Examples per optimizer step over all replicas."""
+        return self.config.per_device_train_batch_size * self.strategy.num_replicas_in_sync
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch."""
+        return int(self.train_dataset.cardinality().numpy())
+
+    def tf_dataset(self, split: str, training: bool) -> tf.data.Dataset:
+        """A split as batched `tf.data`, collated by the task (dynamic padding)."""
+        per_device = self.config.per_device_train_batch_size if training else self.config.per_device_eval_batch_size
+        return self.model.prepare_tf_dataset(
+            self.datasets[split], batch_size=per_device * self.strategy.num_replicas_in_sync, shuffle=training,
+            collate_fn=self.task.collator(self.tokenizer, self.config, training), drop_remainder=training)
+
+    def compile(self) -> None:
+        """Compile with AdamWeightDecay (linear warm-up and decay) and the model's built-in loss."""
+        total_steps = self.steps_per_epoch * self.config.num_train_epochs
+        warmup_steps = self.config.warmup_steps or math.ceil(total_steps * self.config.warmup_ratio)
+        with self.strategy.scope():
+            optimizer, _ = create_optimizer(
+                init_lr=self.config.learning_rate, num_train_steps=total_steps, num_warmup_steps=warmup_steps,
+                weight_decay_rate=self.config.weight_decay, adam_epsilon=self.config.adam_epsilon,
+                adam_global_clipnorm=self.config.max_grad_norm)
+            self.model.compile(optimizer=optimizer, jit_compile=self.config.jit_compile)
+
+    def callbacks(self, state: Optional[RunState] = None, checkpoint: bool = False) -> list[tf_keras.callbacks.Callback]:
+        """The run's callbacks in order: metrics, best model / early stop, history, checkpoint, progress bar."""
+        state = state or RunState()
+        output_dir = self.config.output_dir
+        callbacks: list[tf_keras.callbacks.Callback] = []
+        if self.eval_dataset is not None and self.config.do_eval:
+            callbacks.append(EvaluationCallback(self.evaluate))
+            callbacks.append(BestModelCallback(
+                state, self.monitor, self.greater_is_better, os.path.join(output_dir, CHECKPOINT_DIR, BEST_WEIGHTS_FILE),
+                patience=self.config.early_stopping_patience, restore=self.config.load_best_model_at_end))
+        callbacks.append(HistoryCallback(state, output_dir))
+        if checkpoint:
+            ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
+            callbacks.append(CheckpointCallback(state, os.path.join(output_dir, CHECKPOINT_DIR), ckpt))
+        return callbacks
+
+    def evaluate(self) -> dict[str, float]:
+        """The task's validation results (`eval_*` keys)."""
+        return self.task.evaluate(self.model, self.eval_dataset, self.datasets["validation"], self.config)
+
+    def predict(self) -> list[str]:
+        """One prediction string per test example."""
+        if "test" not in self.datasets:
+            raise UserError("--do_predict needs a test split; pass --test_file (GLUE: test.tsv in --data_dir).")
+        return self.task.predict(self.model, self.tf_dataset("test", training=False), self.datasets["test"],
+                                 self.config)
+
+    def save(self, output_dir: Optional[str] = None) -> None:
+        """`save_pretrained` the model and tokenizer, atomically, loadable with `from_pretrained`."""
+        save_pretrained_atomic(output_dir or self.config.output_dir, self.tokenizer, self.model)
+
+    def _monitor(self) -> tuple[str, bool]:
+        task_metric, task_greater = self.task.main_metric(self.config, self.model_config)
+        name = self.config.metric_for_best_model or task_metric
+        if not name.startswith("eval_"):
+            name = f"eval_{name}"
+        greater = self.config.greater_is_better
+        if greater is None:
+            greater = task_greater if name == task_metric else not name.endswith("loss")
+        return name, greater
+
+    def _check_splits(self) -> None:
+        needed = (["train"] if self.config.do_train else []) + (["validation"] if self.config.do_eval else [])
+        for split in needed:
+            if split not in self.datasets:
+                raise UserError(f"the data has no {split} split; pass the matching --{split}_file.".replace(
+                    "--validation_file", "--validation_file (or --do_eval false)"))
+            if len(self.datasets[split]) == 0:
+                raise UserError(f"the {split} split is empty; check the data and --max_*_samples.")
+        if self.config.do_train:
+            batch = self.global_train_batch_size
+            if len(self.datasets["train"]) < batch:
+                raise UserError(f"the train split has {len(self.datasets['train'])} examples, fewer than one batch "
+                                f"({batch}); lower --per_device_train_batch_size.")
+
+
+def train(config: TrainConfig, extra_callbacks: Optional[list[tf_keras.callbacks.Callback]] = None) -> dict[str, Any]:
+    """Fine-tune, evaluate, save and (optionally) predict, resuming an interrupted run in output_dir.
+
+    Returns the results that are also written to all_results.json.
+    """
+    output_dir = config.output_dir
+    checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
+    state = _prepare_output_dir(config, checkpoint_dir)
+    run = FineTuneRun(config)
+    write_json(os.path.join(output_dir, "run_config.json"), config.to_dict())
+    results: dict[str, Any] = {}
+    if config.do_train:
+        run.compile()
+        if state.checkpoint_path:
+            tf.train.Checkpoint(model=run.model, optimizer=run.model.optimizer).restore(state.checkpoint_path)
+            logger.info("Resuming from epoch %d of %d (%s).", state.epoch, config.num_train_epochs, checkpoint_dir)
+        start, start_epoch = time.perf_counter(), state.epoch
+        if state.epoch < config.num_train_epochs and not state.stopped_early:
+            run.model.fit(run.train_dataset, epochs=config.num_train_epochs, initial_epoch=state.epoch,
+                          callbacks=[*run.callbacks(state, checkpoint=True), *(extra_callbacks or [])],
+                          verbose=config.verbose)
+        else:
+            _restore_best_weights(run, checkpoint_dir)
+        runtime = time.perf_counter() - start
+        samples = (state.epoch - start_epoch) * run.steps_per_epoch * run.global_train_batch_size
+        results.update(epoch=state.epoch, train_runtime=round(runtime, 3),
+                       train_samples_per_second=round(samples / runtime, 3) if runtime > 0 and samples else 0.0)
+        if state.history:
+            results["train_loss"] = state.history[-1].get("loss")
+        if state.best_epoch is not None:
+            results["best_epoch"] = state.best_epoch
+    if config.do_eval:
+        results.update(run.evaluate())
+        results["eval_samples"] = len(run.datasets["validation"])
+    if config.do_predict:
+        predictions = run.predict()
+        lines = ["index\tprediction", *(f"{i}\t{p}" for i, p in enumerate(predictions))]
+        write_text(os.path.join(output_dir, f"predict_results_{config.task}.txt"), "\n".join(lines) + "\n")
+    run.save()
+    write_json(os.path.join(output_dir, "eval_results.json"), {k: v for k, v in results.items() if k.startswith("eval_")})
+    write_json(os.path.join(output_dir, RESULTS_FILE), results)
+    logger.info("Results: %s", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in results.items()))
+    return results
+
+
+def _restore_best_weights(run: FineTuneRun, checkpoint_dir: str) -> None:
+    """Load the best epoch's weights of a run whose training had already finished."""
+    best = os.path.join(checkpoint_dir, BEST_WEIGHTS_FILE)
+    if run.config.load_best_model_at_end and os.path.isfile(best):
+        run.model.load_weights(best)
+
+
+def _prepare_output_dir(config: TrainConfig, checkpoint_dir: str) -> RunState:
+    """Decide between a fresh start and a resume; refuse to overwrite a finished run by accident."""
+    output_dir = config.output_dir
+    if config.overwrite_output_dir:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        for name in (RESULTS_FILE, "history.json", "history.csv"):
+            if os.path.exists(os.path.join(output_dir, name)):
+                os.remove(os.path.join(output_dir, name))
+        return RunState()
+    if os.path.isfile(os.path.join(output_dir, RESULTS_FILE)):
+        raise UserError(f"{output_dir} already holds a finished run ({RESULTS_FILE}); pass --overwrite_output_dir "
+                        "or another --output_dir.")
+    state = RunState.load(checkpoint_dir)
+    return state or RunState()
