@@ -1,0 +1,1 @@
+"""Holds the bundled `f1` evaluate metric; a package only so that setuptools ships it."""
