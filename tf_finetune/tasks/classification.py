@@ -107,7 +107,6 @@ def encode_labels(raw_datasets: datasets.DatasetDict, names: Optional[list[str]]
     if names is None:
         names = [str(value) for value in sorted(set(raw_datasets["train"][LABEL]))]
     class_label = datasets.ClassLabel(names=names)
-    known = set(range(len(names))) if integer_indices else set(names)
     encoded = {}
     for split, dataset in raw_datasets.items():
         if LABEL not in dataset.column_names or isinstance(dataset.features[LABEL], datasets.ClassLabel):
@@ -115,7 +114,7 @@ def encode_labels(raw_datasets: datasets.DatasetDict, names: Optional[list[str]]
             continue
         as_index = integer_indices and dataset.features[LABEL].dtype.startswith("int")
         values = set(dataset.unique(LABEL)) if as_index else {str(v) for v in dataset.unique(LABEL)}
-        unseen = sorted(map(str, values - known))
+        unseen = sorted(map(str, values - (set(range(len(names))) if as_index else set(names))))
         if unseen and split == "test":
             encoded[split] = dataset.remove_columns(LABEL)
         elif unseen:

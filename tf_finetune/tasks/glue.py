@@ -79,8 +79,8 @@ class GlueTask(SequenceClassificationTask):
         return f"eval_{self.spec.main_metric}", True
 
     def load_raw_datasets(self, config: "TrainConfig") -> datasets.DatasetDict:
-        if config.data_dir:
-            raw = self._load_local(config.data_dir, want_test=config.do_predict)
+        if config.data_dir or config.train_file:
+            raw = self._load_local(config)
         else:
             hub = load_hub_dataset("nyu-mll/glue", self.spec.hub_config)
             raw = datasets.DatasetDict({"train": hub["train"], "validation": hub[self.spec.validation[1]],
@@ -90,16 +90,21 @@ class GlueTask(SequenceClassificationTask):
                                          if LABEL in d.column_names else d for split, d in raw.items()})
         return encode_labels(raw, list(self.spec.label_names))
 
-    def _load_local(self, data_dir: str, want_test: bool) -> datasets.DatasetDict:
-        directory = os.path.join(data_dir, self.spec.directory)
-        if not os.path.isdir(directory):
-            raise UserError(f"--data_dir {data_dir} has no {self.spec.directory}/ folder; point it at the GLUE "
-                            "data in its original layout (e.g. SST-2/train.tsv).")
-        files = {"train": "train.tsv", "validation": self.spec.validation[0]}
-        if want_test:
-            files["test"] = self.spec.test[0]
-        return datasets.DatasetDict({split: self._read_tsv(os.path.join(directory, name), split)
-                                     for split, name in files.items()})
+    def _load_local(self, config: "TrainConfig") -> datasets.DatasetDict:
+        """The task's TSV files from --data_dir; --train_file/--validation_file/--test_file override single files."""
+        directory = os.path.join(config.data_dir, self.spec.directory) if config.data_dir else None
+        if directory and not os.path.isdir(directory):
+            raise UserError(f"--data_dir {config.data_dir} has no {self.spec.directory}/ folder; point it at the "
+                            "GLUE data in its original layout (e.g. SST-2/train.tsv).")
+        files = {"train": (config.train_file, "train.tsv"), "validation": (config.validation_file, self.spec.validation[0])}
+        if config.do_predict:
+            files["test"] = (config.test_file, self.spec.test[0])
+        paths = {split: given or (os.path.join(directory, name) if directory else None)
+                 for split, (given, name) in files.items()}
+        missing = [split for split, path in paths.items() if path is None]
+        if missing:
+            raise UserError(f"no {missing[0]} data for {self.name}: pass --data_dir or --{missing[0]}_file.")
+        return datasets.DatasetDict({split: self._read_tsv(path, split) for split, path in paths.items()})
 
     def _read_tsv(self, path: str, split: str) -> datasets.Dataset:
         if not os.path.isfile(path):
