@@ -37,6 +37,8 @@ def load_split(builder: str, split: str, path: str, **options: Any) -> datasets.
     try:
         dataset = datasets.load_dataset(builder, data_files={split: path}, split=split, **options)
     except Exception as error:  # noqa: BLE001 - any parse failure is a problem with the user's file
+        if "corresponds to no data" in str(error):  # datasets' words for a file with a header and no rows
+            raise UserError(f"{split} file {path} holds no examples; give a file with data.") from error
         detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise UserError(f"could not read {split} file {path}: {detail}") from error
     if len(dataset) == 0:

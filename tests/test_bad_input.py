@@ -1,0 +1,84 @@
+"""Bad input: one line naming the problem and the fix, exit code 2, no traceback, nothing trained or written."""
+from __future__ import annotations
+
+import csv
+import os
+
+import pytest
+
+from conftest import sentiment_rows
+from tf_finetune.train import main
+
+
+@pytest.fixture()
+def files(tmp_path):
+    """Valid train/validation CSVs plus a few broken ones."""
+    def write(name: str, rows: list[tuple], header=("text", "label")) -> str:
+        path = tmp_path / name
+        with open(path, "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(header)
+            writer.writerows(rows)
+        return str(path)
+
+    return {
+        "train": write("train.csv", sentiment_rows(16)),
+        "valid": write("valid.csv", sentiment_rows(8, seed=1)),
+        "unseen": write("unseen.csv", [("the film was fine", "neutral")]),
+        "empty": write("empty.csv", []),
+        "no_label": write("no_label.csv", [(s,) for s, _ in sentiment_rows(4)], header=("text",)),
+        "dir": str(tmp_path),
+    }
+
+
+def run(capsys, tmp_path, *args: str) -> tuple[int, str]:
+    code = main(["--output_dir", str(tmp_path / "out"), "--num_train_epochs", "1", *args])
+    return code, capsys.readouterr().err.strip()
+
+
+CASES = {
+    "unknown task": (["--task", "sst-2"], "unknown task 'sst-2'; did you mean 'sst2'?"),
+    "missing model path": (["--model_name_or_path", "./no/such/model"], "does not exist"),
+    "directory that is not a model": (["--model_name_or_path", "{dir}"], "not a model (no config.json)"),
+    "missing data file": (["--train_file", "{dir}/nope.csv"], "does not exist"),
+    "data file of unknown type": (["--train_file", "{dir}"], "unsupported extension"),
+    "missing text column": (["--text_column", "review"], "no column 'review'"),
+    "missing label column": (["--label_column", "stars"], "no column 'stars'"),
+    "label unseen in training": (["--validation_file", "{unseen}"], "label(s) neutral"),
+    "empty split": (["--validation_file", "{empty}"], "holds no examples"),
+    "validation without labels": (["--validation_file", "{no_label}"], "no column 'label'"),
+    "max_seq_length beyond the model": (["--max_seq_length", "4096"], "--max_seq_length 4096 is more than"),
+    "zero batch size": (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be a positive number"),
+    "negative epochs": (["--num_train_epochs", "-1"], "--num_train_epochs must be a positive number"),
+    "zero learning rate": (["--learning_rate", "0"], "--learning_rate must be positive"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_fails_fast_with_one_line(case, files, tiny_bert, tmp_path, capsys):
+    overrides, expected = CASES[case]
+    overrides = [value.format(**files) for value in overrides]
+    base = {"--task": "text-classification", "--model_name_or_path": str(tiny_bert),
+            "--train_file": files["train"], "--validation_file": files["valid"]}
+    for flag, value in zip(overrides[::2], overrides[1::2]):
+        base[flag] = value
+    args = [item for pair in base.items() for item in pair]
+    code, err = run(capsys, tmp_path, *args)
+    assert code == 2
+    assert err.startswith("error: ") and expected in err and "\n" not in err, err
+    assert not (tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_unreachable_hub_model_says_how_to_fix(capsys, tmp_path, files):
+    code, err = run(capsys, tmp_path, "--task", "text-classification", "--model_name_or_path",
+                    "someone/not-cached-model", "--train_file", files["train"], "--validation_file", files["valid"])
+    assert code == 2 and "cannot be reached" in err and "local checkpoint directory" in err
+
+
+def test_finished_run_is_not_overwritten_by_accident(capsys, tmp_path, files, tiny_bert):
+    args = ["--task", "text-classification", "--model_name_or_path", str(tiny_bert), "--train_file", files["train"],
+            "--validation_file", files["valid"], "--verbose", "0"]
+    assert run(capsys, tmp_path, *args)[0] == 0
+    code, err = run(capsys, tmp_path, *args)
+    assert code == 2 and "already holds a finished run" in err and "--overwrite_output_dir" in err
+    assert run(capsys, tmp_path, *args, "--overwrite_output_dir")[0] == 0
