@@ -1,0 +1,90 @@
+"""Upload a finished output directory to the Hub: `python -m tf_finetune.push OUTPUT_DIR --hub_model_id ID`.
+
+Used when a run could not upload at the end of training (the Hub was down, no token yet), or to push a run later.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+from tf_finetune.errors import UserError
+from tf_finetune.hub import (Retry, check_push_access, error_summary, resolve_token, upload_output_dir,
+                             write_model_card)
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m tf_finetune.push`."""
+    parser = argparse.ArgumentParser(prog="python -m tf_finetune.push", description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir", help="The run's output directory (holds config.json and the weights).")
+    parser.add_argument("--hub_model_id", help="Repository id (default: <user>/<output_dir name>).")
+    parser.add_argument("--hub_token", help="Hub token (default: HF_TOKEN or the saved login).")
+    parser.add_argument("--hub_private_repo", action="store_true", help="Create the repository as private.")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None, *, retry: Retry = Retry()) -> int:
+    """Run the command; errors become one line on stderr and a non-zero exit code (2: fix the input, 1: upload)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
+    token = resolve_token(args.hub_token)
+    try:
+        repo_id = prepare(args.output_dir, args.hub_model_id, token, args.hub_private_repo)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        commit = upload_output_dir(args.output_dir, repo_id, token, "Upload model with tf_finetune.push", retry=retry)
+    except Exception as error:  # noqa: BLE001 - reported as one line
+        print(f"error: uploading {args.output_dir} to {repo_id} failed: {error_summary(error, token)}", file=sys.stderr)
+        return 1
+    print(f"Uploaded {args.output_dir} to {repo_id} (commit {commit[:8]}).")
+    return 0
+
+
+def prepare(output_dir: str, repo_id: Optional[str], token: Optional[str], private: bool) -> str:
+    """Check the folder and the Hub access, write a model card if there is none; return the repository id."""
+    if not os.path.isfile(os.path.join(output_dir, "config.json")):
+        raise UserError(f"{output_dir} has no config.json: pass the output directory of a finished run.")
+    repo_id = check_push_access(repo_id, output_dir, token, private)
+    if not os.path.exists(os.path.join(output_dir, "README.md")):
+        _write_card_from_run(output_dir, repo_id)
+    return repo_id
+
+
+def _write_card_from_run(output_dir: str, repo_id: str) -> None:
+    """Regenerate the model card from the run's all_results.json and run_config.json, when they exist."""
+    results = _read_json(output_dir, "all_results.json")
+    run_config = _read_json(output_dir, "run_config.json")
+    if results is None and run_config is None:
+        return
+    run_config = run_config or {}
+    path = write_model_card(output_dir, repo_id=repo_id, base_model=run_config.get("model_name_or_path"),
+                            task_name=run_config.get("task"), dataset_name=run_config.get("dataset_name"),
+                            dataset_config=run_config.get("dataset_config_name"), metrics=results or {},
+                            hyperparameters=run_config)
+    logger.info("Wrote the model card %s.", path)
+
+
+def _read_json(output_dir: str, name: str) -> Optional[dict[str, Any]]:
+    """A JSON object file of the output directory, or None when there is none."""
+    path = os.path.join(output_dir, name)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as file:
+            values = json.load(file)
+    except ValueError as error:
+        raise UserError(f"{path} is not valid JSON ({error}): fix or remove it.") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path} must hold a JSON object: fix or remove it.")
+    return values
+
+
+if __name__ == "__main__":
+    sys.exit(main())
