@@ -9,7 +9,6 @@ import logging
 import numbers
 import os
 import shlex
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from tf_finetune.config import SECRET_FIELDS
 from tf_finetune.errors import UserError
+from tf_finetune.outputs import read_json, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 IGNORE_PATTERNS = ("checkpoint/**", "checkpoint-*/**", "tuning/**", ".tmp*", "**/.tmp*", "*.tmp")
 FRAMEWORKS = ("transformers", "tensorflow", "tf-keras", "datasets", "tf-finetune")
 _NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second")
+# The run_config.json fields that a model card lists as training hyperparameters.
+CARD_HYPERPARAMETERS = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
+                        "gradient_accumulation_steps", "weight_decay", "warmup_ratio", "warmup_steps", "max_grad_norm",
+                        "max_seq_length", "block_size", "mlm_probability", "seed", "mixed_precision", "strategy")
 
 T = TypeVar("T")
 
@@ -257,7 +261,7 @@ def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str]
     body = _card_body(repo_id, base_model, hub_base_model, task_name, dataset_name, metrics, hyperparameters)
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
     path = os.path.join(output_dir, "README.md")
-    _write_atomically(path, str(card))
+    write_text(path, str(card))
     return path
 
 
@@ -329,13 +333,16 @@ def _framework_versions() -> dict[str, str]:
     return versions
 
 
-def _write_atomically(path: str, text: str) -> None:
-    """Write a text file through a temporary file in the same directory, so readers never see half of it."""
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp", suffix=".md")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+def write_model_card_for_run(output_dir: str, repo_id: str, task_type: Optional[str] = None) -> Optional[str]:
+    """Write the model card of a finished run from its run_config.json and all_results.json (None if neither)."""
+    paths = [os.path.join(output_dir, name) for name in ("all_results.json", "run_config.json")]
+    results, run_config = (read_json(path) if os.path.isfile(path) else None for path in paths)
+    if results is None and run_config is None:
+        return None
+    run_config, results = run_config or {}, results or {}
+    hyperparameters = {key: run_config[key] for key in CARD_HYPERPARAMETERS if key in run_config}
+    hyperparameters.update(results.get("best_hyperparameters") or {})
+    return write_model_card(output_dir, repo_id=repo_id, base_model=run_config.get("model_name_or_path"),
+                            task_name=run_config.get("task"), dataset_name=run_config.get("dataset_name"),
+                            dataset_config=run_config.get("dataset_config_name"), metrics=results,
+                            hyperparameters=hyperparameters, task_type=task_type)

@@ -5,15 +5,14 @@ Used when a run could not upload at the end of training (the Hub was down, no to
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from tf_finetune.errors import UserError
 from tf_finetune.hub import (Retry, check_push_access, error_summary, resolve_token, upload_output_dir,
-                             write_model_card)
+                             write_model_card_for_run)
 
 logger = logging.getLogger(__name__)
 
@@ -53,37 +52,10 @@ def prepare(output_dir: str, repo_id: Optional[str], token: Optional[str], priva
         raise UserError(f"{output_dir} has no config.json: pass the output directory of a finished run.")
     repo_id = check_push_access(repo_id, output_dir, token, private)
     if not os.path.exists(os.path.join(output_dir, "README.md")):
-        _write_card_from_run(output_dir, repo_id)
+        card = write_model_card_for_run(output_dir, repo_id)
+        if card:
+            logger.info("Wrote the model card %s.", card)
     return repo_id
-
-
-def _write_card_from_run(output_dir: str, repo_id: str) -> None:
-    """Regenerate the model card from the run's all_results.json and run_config.json, when they exist."""
-    results = _read_json(output_dir, "all_results.json")
-    run_config = _read_json(output_dir, "run_config.json")
-    if results is None and run_config is None:
-        return
-    run_config = run_config or {}
-    path = write_model_card(output_dir, repo_id=repo_id, base_model=run_config.get("model_name_or_path"),
-                            task_name=run_config.get("task"), dataset_name=run_config.get("dataset_name"),
-                            dataset_config=run_config.get("dataset_config_name"), metrics=results or {},
-                            hyperparameters=run_config)
-    logger.info("Wrote the model card %s.", path)
-
-
-def _read_json(output_dir: str, name: str) -> Optional[dict[str, Any]]:
-    """A JSON object file of the output directory, or None when there is none."""
-    path = os.path.join(output_dir, name)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path, encoding="utf-8") as file:
-            values = json.load(file)
-    except ValueError as error:
-        raise UserError(f"{path} is not valid JSON ({error}): fix or remove it.") from None
-    if not isinstance(values, dict):
-        raise UserError(f"{path} must hold a JSON object: fix or remove it.")
-    return values
 
 
 if __name__ == "__main__":
