@@ -1,4 +1,5 @@
-"""Keras (tf-keras) callbacks of a run, in their order: metrics -> best model / early stop -> history -> checkpoint.
+"""Keras (tf-keras) callbacks of a run, in their order:
+metrics -> best model / early stop -> history -> checkpoint -> Hub push.
 
 Each callback reads what the earlier ones wrote into `logs` and into the shared `RunState`, which is what a
 resumed run starts from.
@@ -131,6 +132,19 @@ class CheckpointCallback(tf_keras.callbacks.Callback):
         self.state.epoch = epoch + 1
         self.state.checkpoint_path = self.manager.save(checkpoint_number=epoch + 1)
         self.state.save(self.checkpoint_dir)
+
+
+class HubPushCallback(tf_keras.callbacks.Callback):
+    """After each epoch: save the model into output_dir and queue a background upload (hub_strategy "epoch")."""
+
+    def __init__(self, save: Callable[[], None], uploader: Any):
+        super().__init__()
+        self.save = save
+        self.uploader = uploader
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self.save()
+        self.uploader.push(f"Training in progress, epoch {epoch + 1}")
 
 
 def write_history(output_dir: str, history: list[dict[str, Any]]) -> None:

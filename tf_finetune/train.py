@@ -13,6 +13,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = parse_config(argv, description=__doc__)
         if config is None:
             return 0
+        if config.tune:
+            from tf_finetune.tuning import tune
+
+            tune(config)
+            return 0
         from tf_finetune.training import train
 
         train(config)

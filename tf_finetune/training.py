@@ -10,15 +10,17 @@ from typing import Any, Optional
 
 import tensorflow as tf
 import tf_keras
-from transformers import create_optimizer
+from transformers import PretrainedConfig, create_optimizer
 
 from tf_finetune.callbacks import (BEST_WEIGHTS_FILE, BestModelCallback, CheckpointCallback, EvaluationCallback,
-                                   HistoryCallback, RunState)
+                                   HistoryCallback, HubPushCallback, RunState)
 from tf_finetune.config import TrainConfig
 from tf_finetune.errors import UserError
+from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
 from tf_finetune.models import load_model, load_model_config, load_tokenizer, max_model_length
 from tf_finetune.outputs import save_pretrained_atomic, write_json, write_text
 from tf_finetune.tasks import get_task
+from tf_finetune.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,7 @@ class FineTuneRun:
             self.model = load_model(self.task.auto_model_class, config.model_name_or_path, self.model_config)
         self.train_dataset = self.tf_dataset("train", training=True) if "train" in self.datasets else None
         self.eval_dataset = self.tf_dataset("validation", training=False) if "validation" in self.datasets else None
-        self.monitor, self.greater_is_better = self._monitor()
+        self.monitor, self.greater_is_better = resolve_monitor(config, self.task, self.model_config)
 
     @property
     def global_train_batch_size(self) -> int:
@@ -117,16 +119,6 @@ class FineTuneRun:
         """`save_pretrained` the model and tokenizer, atomically, loadable with `from_pretrained`."""
         save_pretrained_atomic(output_dir or self.config.output_dir, self.tokenizer, self.model)
 
-    def _monitor(self) -> tuple[str, bool]:
-        task_metric, task_greater = self.task.main_metric(self.config, self.model_config)
-        name = self.config.metric_for_best_model or task_metric
-        if not name.startswith("eval_"):
-            name = f"eval_{name}"
-        greater = self.config.greater_is_better
-        if greater is None:
-            greater = task_greater if name == task_metric else not name.endswith("loss")
-        return name, greater
-
     def _check_splits(self) -> None:
         needed = (["train"] if self.config.do_train else []) + (["validation"] if self.config.do_eval else [])
         for split in needed:
@@ -142,15 +134,31 @@ class FineTuneRun:
                                 f"({batch}); lower --per_device_train_batch_size.")
 
 
-def train(config: TrainConfig, extra_callbacks: Optional[list[tf_keras.callbacks.Callback]] = None) -> dict[str, Any]:
+def resolve_monitor(config: TrainConfig, task: Task, model_config: PretrainedConfig) -> tuple[str, bool]:
+    """The validation metric that picks the best epoch (`eval_*` name) and whether larger values are better."""
+    task_metric, task_greater = task.main_metric(config, model_config)
+    name = config.metric_for_best_model or task_metric
+    if not name.startswith("eval_"):
+        name = f"eval_{name}"
+    greater = config.greater_is_better
+    if greater is None:
+        greater = task_greater if name == task_metric else not name.endswith("loss")
+    return name, greater
+
+
+def train(config: TrainConfig, extra_callbacks: Optional[list[tf_keras.callbacks.Callback]] = None,
+          extra_results: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Fine-tune, evaluate, save and (optionally) predict, resuming an interrupted run in output_dir.
 
-    Returns the results that are also written to all_results.json.
+    Returns the results that are also written to all_results.json, with `extra_results` (e.g. the tuner's
+    best_hyperparameters) added.
     """
     output_dir = config.output_dir
     checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     state = _prepare_output_dir(config, checkpoint_dir)
+    uploader = _hub_uploader(config) if config.push_to_hub else None
     run = FineTuneRun(config)
+    callbacks = [HubPushCallback(run.save, uploader)] if uploader and config.hub_strategy == "epoch" else []
     write_json(os.path.join(output_dir, "run_config.json"), config.to_dict())
     results: dict[str, Any] = {}
     if config.do_train:
@@ -161,7 +169,7 @@ def train(config: TrainConfig, extra_callbacks: Optional[list[tf_keras.callbacks
         start, start_epoch = time.perf_counter(), state.epoch
         if state.epoch < config.num_train_epochs and not state.stopped_early:
             run.model.fit(run.train_dataset, epochs=config.num_train_epochs, initial_epoch=state.epoch,
-                          callbacks=[*run.callbacks(state, checkpoint=True), *(extra_callbacks or [])],
+                          callbacks=[*run.callbacks(state, checkpoint=True), *callbacks, *(extra_callbacks or [])],
                           verbose=config.verbose)
         else:
             _restore_best_weights(run, checkpoint_dir)
@@ -173,19 +181,35 @@ def train(config: TrainConfig, extra_callbacks: Optional[list[tf_keras.callbacks
             results["train_loss"] = state.history[-1].get("loss")
         if state.best_epoch is not None:
             results["best_epoch"] = state.best_epoch
+    eval_results: dict[str, Any] = {}
     if config.do_eval:
-        results.update(run.evaluate())
-        results["eval_samples"] = len(run.datasets["validation"])
+        eval_results = {**run.evaluate(), "eval_samples": len(run.datasets["validation"])}
+        results.update(eval_results)
     if config.do_predict:
         predictions = run.predict()
         lines = ["index\tprediction", *(f"{i}\t{p}" for i, p in enumerate(predictions))]
         write_text(os.path.join(output_dir, f"predict_results_{config.task}.txt"), "\n".join(lines) + "\n")
+    results.update(extra_results or {})
     run.save()
-    write_json(os.path.join(output_dir, "eval_results.json"), {k: v for k, v in results.items() if k.startswith("eval_")})
+    write_json(os.path.join(output_dir, "eval_results.json"), eval_results)
     write_json(os.path.join(output_dir, RESULTS_FILE), results)
     logger.info("Results: %s", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in results.items()))
+    if uploader:
+        write_model_card_for_run(output_dir, uploader.repo_id, task_type=run.task.pipeline_tag)
+        uploader.push("End of training")
+        if uploader.wait():
+            logger.info("Pushed %s to the Hub as %s.", output_dir, uploader.repo_id)
+        else:
+            logger.warning("The Hub upload did not complete (%s); the run is complete locally. Upload it with: %s",
+                           uploader.last_error, push_command(output_dir, uploader.repo_id))
     return results
+
+
+def _hub_uploader(config: TrainConfig) -> HubUploader:
+    """Check the token and repository now, so a bad token fails in seconds rather than after training."""
+    repo_id = check_push_access(config.hub_model_id, config.output_dir, config.hub_token, config.hub_private_repo)
+    return HubUploader(config.output_dir, repo_id, config.hub_token)
 
 
 def _restore_best_weights(run: FineTuneRun, checkpoint_dir: str) -> None:

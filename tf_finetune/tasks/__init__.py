@@ -8,7 +8,8 @@ from tf_finetune.errors import UserError
 from tf_finetune.tasks.base import Task
 
 _REGISTRY: dict[str, Task] = {}
-_TASK_MODULES = ("tf_finetune.tasks.glue", "tf_finetune.tasks.text_classification")
+_TASK_MODULES = ("tf_finetune.tasks.glue", "tf_finetune.tasks.text_classification",
+                 "tf_finetune.tasks.language_modeling")
 
 
 def register_task(task: Task) -> Task:

@@ -16,6 +16,7 @@ class Task(abc.ABC):
 
     name: str
     auto_model_class: str  # a transformers TFAutoModelFor... class name
+    pipeline_tag: str  # the Hub's task id for model cards, e.g. "text-classification"
     description: str = ""
 
     @abc.abstractmethod

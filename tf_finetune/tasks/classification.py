@@ -25,6 +25,7 @@ class SequenceClassificationTask(Task):
     """Raw splits hold the text column(s) and `label` (a ClassLabel, or float32 for regression)."""
 
     auto_model_class = "TFAutoModelForSequenceClassification"
+    pipeline_tag = "text-classification"
 
     @abc.abstractmethod
     def text_columns(self, config: "TrainConfig", train: datasets.Dataset) -> list[str]:

@@ -1,0 +1,301 @@
+"""Masked (mlm) and causal (clm) language modelling on plain text, your own files or a Hub dataset.
+
+Texts are tokenised, concatenated and cut into blocks of --block_size tokens (or, with --line_by_line, kept one
+example per text). The score is the mean loss per predicted token and its perplexity, exp(eval_loss). For mlm the
+validation blocks are masked once, with the seed, so every epoch is scored on the same masked positions.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import weakref
+from typing import TYPE_CHECKING, Any, Callable
+
+import datasets
+import numpy as np
+import tensorflow as tf
+
+from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset, require_columns
+from tf_finetune.errors import UserError
+from tf_finetune.models import load_model_config, max_model_length
+from tf_finetune.tasks import register_task
+from tf_finetune.tasks.base import Task
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
+
+    from tf_finetune.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+TEXT = "text"
+VALIDATION_SHARE = 0.05  # of the training texts, held out when no validation data is given (as HF's examples do)
+IGNORE_INDEX = -100
+_FILE_TYPES = (".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet")
+_loss_steps: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
+
+
+class LanguageModelingTask(Task):
+    """Reading, block grouping and perplexity evaluation shared by masked and causal language modelling."""
+
+    causal: bool
+
+    def load_raw_datasets(self, config: "TrainConfig") -> datasets.DatasetDict:
+        """train / validation splits with one `text` column: nested fields flattened, lists joined, blanks dropped."""
+        if config.do_predict:
+            raise UserError(f"{self.name} writes no test predictions; drop --do_predict and use "
+                            "`python -m tf_finetune.predict` on the saved model.")
+        if config.text_column and len(config.text_column) > 1:
+            raise UserError(f"{self.name} reads one text column, got --text_column {' '.join(config.text_column)}.")
+        if config.dataset_name:
+            hub = load_hub_dataset(config.dataset_name, config.dataset_config_name)
+            raw = {split: hub[split] for split in ("train", "validation") if split in hub}
+        else:
+            if config.do_train and not config.train_file:
+                raise UserError(f"{self.name} needs --train_file (.txt with one document per line, or "
+                                f"{', '.join(_FILE_TYPES[1:])} with --text_column) or --dataset_name.")
+            files = {"train": config.train_file, "validation": config.validation_file}
+            raw = {split: load_data_file(path, split, allowed=_FILE_TYPES) for split, path in files.items() if path}
+        if not raw:
+            raise UserError(f"{self.name} has no data: pass --train_file and/or --validation_file.")
+        texts = {split: _texts(dataset, split, config) for split, dataset in raw.items()}
+        if "validation" not in texts and config.do_eval:
+            texts.update(_split_off_validation(texts["train"], config))
+        return datasets.DatasetDict(texts)
+
+    def tokenize(self, raw_datasets: datasets.DatasetDict, tokenizer: "PreTrainedTokenizerBase",
+                 config: "TrainConfig") -> datasets.DatasetDict:
+        self.prepare_tokenizer(tokenizer, config)
+        block_size = self.block_size(tokenizer, config)
+        limits = {"train": config.max_train_samples, "validation": config.max_eval_samples}
+        options = {"batched": True, "load_from_cache_file": not config.overwrite_cache,
+                   "num_proc": config.preprocessing_num_workers}
+
+        line_by_line = config.line_by_line  # the closure holds only what it needs, so the map cache key is stable
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            if line_by_line:
+                return tokenizer(batch[TEXT], truncation=True, max_length=block_size)
+            return tokenizer(batch[TEXT], verbose=False)  # long texts are fine: they are cut into blocks next
+
+        tokenized = {}
+        for split, dataset in raw_datasets.items():
+            dataset = dataset.map(encode, remove_columns=dataset.column_names, desc=f"Tokenising {split}", **options)
+            if not config.line_by_line:
+                dataset = dataset.map(group_texts, fn_kwargs={"block_size": block_size},
+                                      desc=f"Grouping {split} into blocks of {block_size}", **options)
+                if len(dataset) == 0:
+                    raise UserError(f"the {split} texts make no block of {block_size} tokens; pass a smaller "
+                                    "--block_size, more text, or --line_by_line.")
+            dataset = limit_samples(dataset, limits.get(split))
+            tokenized[split] = self.add_labels(dataset, split, tokenizer, config)
+        return datasets.DatasetDict(tokenized)
+
+    def prepare_tokenizer(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig") -> None:
+        """Check (or complete) the special tokens the task needs."""
+
+    def add_labels(self, dataset: datasets.Dataset, split: str, tokenizer: "PreTrainedTokenizerBase",
+                   config: "TrainConfig") -> datasets.Dataset:
+        """The split as the collator expects it (fixed `labels` where they are not drawn per batch)."""
+        return dataset
+
+    @staticmethod
+    def block_size(tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig") -> int:
+        """--block_size, lowered to the longest input the model accepts (with a warning, as run_mlm/run_clm do)."""
+        limit = max_model_length(load_model_config(config.model_name_or_path), tokenizer)
+        if config.block_size > limit:
+            logger.warning("--block_size %d is more than %s accepts; using --block_size %d.", config.block_size,
+                           config.model_name_or_path, limit)
+            return limit
+        return config.block_size
+
+    def collator(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig",
+                 training: bool) -> Callable[[list[dict]], dict]:
+        return padding_collator(tokenizer, config)
+
+    def main_metric(self, config: "TrainConfig", model_config: "PretrainedConfig") -> tuple[str, bool]:
+        return "eval_loss", False
+
+    def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, dataset: datasets.Dataset,
+                 config: "TrainConfig") -> dict[str, float]:
+        """Mean loss per labelled token over the whole split, and its perplexity."""
+        step = _token_loss_step(model, self.causal)
+        total_loss, total_tokens = 0.0, 0
+        for features, labels in tf_dataset:
+            loss, tokens = step(features if isinstance(features, dict) else {"input_ids": features}, labels)
+            total_loss += float(loss)
+            total_tokens += int(tokens)
+        if total_tokens == 0:
+            raise UserError("the validation split has no token to predict; give more validation text.")
+        eval_loss = total_loss / total_tokens
+        return {"eval_loss": eval_loss, "perplexity": perplexity(eval_loss)}
+
+
+class MaskedLanguageModelingTask(LanguageModelingTask):
+    """BERT-style masked language modelling: --mlm_probability of the tokens are masked and predicted."""
+
+    name = "mlm"
+    auto_model_class = "TFAutoModelForMaskedLM"
+    pipeline_tag = "fill-mask"
+    description = "masked language modelling on text: --train_file/--validation_file (.txt or --text_column)"
+    causal = False
+
+    def prepare_tokenizer(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig") -> None:
+        if tokenizer.mask_token is None:
+            raise UserError(f"the tokenizer of {config.tokenizer_name or config.model_name_or_path} has no mask "
+                            "token, so it cannot do masked language modelling; use --task clm for causal models.")
+
+    def add_labels(self, dataset: datasets.Dataset, split: str, tokenizer: "PreTrainedTokenizerBase",
+                   config: "TrainConfig") -> datasets.Dataset:
+        if split == "train":
+            return dataset  # masked afresh in every batch by the training collator
+        return mask_once(dataset, tokenizer, config.mlm_probability, config.seed, not config.overwrite_cache)
+
+    def collator(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig",
+                 training: bool) -> Callable[[list[dict]], dict]:
+        if not training:
+            return padding_collator(tokenizer, config)
+        from transformers import DataCollatorForLanguageModeling
+
+        return DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mlm_probability,
+                                               pad_to_multiple_of=config.pad_to_multiple_of, return_tensors="np",
+                                               seed=config.seed)
+
+
+class CausalLanguageModelingTask(LanguageModelingTask):
+    """GPT-style causal language modelling: every next token is predicted (labels = input_ids, shifted inside)."""
+
+    name = "clm"
+    auto_model_class = "TFAutoModelForCausalLM"
+    pipeline_tag = "text-generation"
+    description = "causal language modelling on text: --train_file/--validation_file (.txt or --text_column)"
+    causal = True
+
+    def prepare_tokenizer(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig") -> None:
+        if tokenizer.pad_token is not None:
+            return
+        if tokenizer.eos_token is None:
+            raise UserError(f"the tokenizer of {config.tokenizer_name or config.model_name_or_path} has neither a "
+                            "padding nor an end-of-sequence token; add a pad_token to it.")
+        logger.info("The tokenizer has no padding token; padding with its end-of-sequence token %r (padding is "
+                    "masked out of the loss).", tokenizer.eos_token)
+        tokenizer.pad_token = tokenizer.eos_token
+
+    def add_labels(self, dataset: datasets.Dataset, split: str, tokenizer: "PreTrainedTokenizerBase",
+                   config: "TrainConfig") -> datasets.Dataset:
+        return dataset.map(lambda batch: {"labels": batch["input_ids"]}, batched=True,
+                           load_from_cache_file=not config.overwrite_cache, desc=f"Labelling {split}")
+
+
+def group_texts(batch: dict[str, list[list[int]]], block_size: int) -> dict[str, list[list[int]]]:
+    """Concatenate a batch of tokenised texts and cut it into blocks of block_size; the remainder is dropped."""
+    concatenated = {key: [token for example in values for token in example] for key, values in batch.items()}
+    total = len(concatenated["input_ids"]) // block_size * block_size
+    return {key: [values[i:i + block_size] for i in range(0, total, block_size)]
+            for key, values in concatenated.items()}
+
+
+def mask_once(dataset: datasets.Dataset, tokenizer: "PreTrainedTokenizerBase", mlm_probability: float, seed: int,
+              load_from_cache_file: bool = True) -> datasets.Dataset:
+    """Mask every example once, as the training collator would: example i's mask depends only on (seed, i).
+
+    The result holds the masked `input_ids` and `labels` (-100 where nothing is predicted).
+    """
+    from transformers import DataCollatorForLanguageModeling
+
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, return_tensors="np")
+
+    def mask(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        input_ids, labels = [], []
+        for ids, index in zip(batch["input_ids"], indices):
+            collator.generator = np.random.default_rng([seed, index])
+            masked, label = collator.numpy_mask_tokens(np.array([ids], dtype=np.int64))
+            input_ids.append(masked[0])
+            labels.append(label[0])
+        return {"input_ids": input_ids, "labels": labels}
+
+    return dataset.map(mask, batched=True, with_indices=True, load_from_cache_file=load_from_cache_file,
+                       desc="Masking validation once")
+
+
+def padding_collator(tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig") -> Callable[[list[dict]], dict]:
+    """Pads input_ids/attention_mask with the pad token and labels with -100, into NumPy arrays."""
+    from transformers import DataCollatorForTokenClassification
+
+    return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=config.pad_to_multiple_of,
+                                              label_pad_token_id=IGNORE_INDEX, return_tensors="np")
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss), infinite when that overflows."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return math.inf
+
+
+def _token_loss_step(model: "TFPreTrainedModel", causal: bool) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
+    """A compiled step returning (sum of token losses, number of labelled tokens) of one batch; one per model, so
+    evaluating every epoch traces once."""
+    if model in _loss_steps:
+        return _loss_steps[model]
+    model_ref = weakref.ref(model)  # the cache must not keep the model alive
+
+    @tf.function(reduce_retracing=True)
+    def step(features: dict[str, tf.Tensor], labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        logits = tf.cast(model_ref()(features, training=False).logits, tf.float32)
+        if causal:
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        labelled = tf.not_equal(labels, IGNORE_INDEX)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels=tf.where(labelled, labels, tf.zeros_like(labels)), logits=logits)
+        return tf.reduce_sum(tf.where(labelled, losses, 0.0)), tf.reduce_sum(tf.cast(labelled, tf.int64))
+
+    _loss_steps[model] = step
+    return step
+
+
+def _texts(dataset: datasets.Dataset, split: str, config: "TrainConfig") -> datasets.Dataset:
+    """The split's texts as one `text` column: struct fields flattened (answers.text), lists joined, blanks dropped."""
+    dataset = dataset.flatten()
+    column = config.text_column[0] if config.text_column else TEXT
+    if not config.text_column and TEXT not in dataset.column_names:
+        raise UserError(f"{split} data has no 'text' column (columns: {', '.join(dataset.column_names)}); set "
+                        "--text_column (nested fields as answers.text).")
+    require_columns(dataset, [column], split, "--text_column")
+    if not _holds_text(dataset.features[column]):
+        raise UserError(f"{split} column {column!r} holds {dataset.features[column]}, not text; set --text_column "
+                        "to a column of strings or lists of strings.")
+
+    def join(batch: dict[str, list]) -> dict[str, list[str]]:
+        texts = (" ".join(part for part in value if part) if isinstance(value, list) else value or ""
+                 for value in batch[column])
+        return {TEXT: [text for text in texts if text.strip()]}
+
+    dataset = dataset.map(join, batched=True, remove_columns=dataset.column_names,
+                          load_from_cache_file=not config.overwrite_cache, desc=f"Reading {split} texts")
+    if len(dataset) == 0:
+        raise UserError(f"{split} data holds no text in column {column!r}; give a file with text.")
+    return dataset
+
+
+def _holds_text(feature: Any) -> bool:
+    if isinstance(feature, datasets.Value):
+        return feature.dtype in ("string", "large_string")
+    return isinstance(feature, (datasets.List, datasets.LargeList)) and _holds_text(feature.feature)
+
+
+def _split_off_validation(train: datasets.Dataset, config: "TrainConfig") -> dict[str, datasets.Dataset]:
+    """Hold out VALIDATION_SHARE of the training texts (at least one), chosen with the seed."""
+    if len(train) < 2:
+        raise UserError("the training data has a single text, too little to hold some out for validation; pass "
+                        "--validation_file or --do_eval false.")
+    parts = train.train_test_split(test_size=VALIDATION_SHARE, seed=config.seed,
+                                   load_from_cache_file=not config.overwrite_cache)
+    logger.info("No validation data given: holding out %d of %d training texts (%d%%, seed %d) for validation.",
+                len(parts["test"]), len(train), round(VALIDATION_SHARE * 100), config.seed)
+    return {"train": parts["train"], "validation": parts["test"]}
+
+
+register_task(MaskedLanguageModelingTask())
+register_task(CausalLanguageModelingTask())
