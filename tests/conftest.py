@@ -42,7 +42,8 @@ def build_tiny_bert(directory: Path) -> Path:
 
     tokenizer = build_tiny_tokenizer(directory)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+                        intermediate_size=64, max_position_embeddings=128,
+                        initializer_range=0.2)
     model = TFBertModel(config)
     model(model.dummy_inputs)
     model.save_pretrained(directory)
@@ -53,6 +54,36 @@ def build_tiny_bert(directory: Path) -> Path:
 def tiny_bert(tmp_path_factory) -> Path:
     """Path of a tiny BERT checkpoint with a fast tokenizer."""
     return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+def build_tiny_gpt2(directory: Path) -> Path:
+    """A one-layer, 32-wide GPT-2 (TFGPT2LMHeadModel, tf_model.h5) with a byte-level BPE trained on WORDS."""
+    import tf_finetune  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2TokenizerFast, TFGPT2LMHeadModel
+
+    directory.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator([" ".join(WORDS)], trainer=trainer)
+    tokenizer = GPT2TokenizerFast(tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                  unk_token="<|endoftext|>", model_max_length=128)
+    tokenizer.save_pretrained(directory)
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=1, n_head=2,
+                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = TFGPT2LMHeadModel(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    """Path of a tiny GPT-2 causal LM checkpoint with a fast byte-level BPE tokenizer (no padding token)."""
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
 @pytest.fixture(autouse=True)

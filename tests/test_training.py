@@ -1,0 +1,119 @@
+"""The training workflow: learning, outputs, best-model restore, early stopping, resume after a crash, seeds."""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+
+import pytest
+import tf_keras
+from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
+
+from conftest import sentiment_rows
+from tf_finetune.callbacks import RunState
+from tf_finetune.config import TrainConfig
+from tf_finetune.training import FineTuneRun, train
+
+
+@pytest.fixture()
+def config(tiny_bert, tmp_path) -> TrainConfig:
+    paths = {}
+    for name, count, seed in (("train", 128, 0), ("valid", 32, 1)):
+        paths[name] = str(tmp_path / f"{name}.csv")
+        with open(paths[name], "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["text", "label"])
+            writer.writerows(sentiment_rows(count, seed))
+    return TrainConfig(task="text-classification", model_name_or_path=str(tiny_bert), train_file=paths["train"],
+                       validation_file=paths["valid"], output_dir=str(tmp_path / "out"), num_train_epochs=3,
+                       per_device_train_batch_size=8, learning_rate=3e-3, verbose=0)
+
+
+class CrashAfterEpoch(tf_keras.callbacks.Callback):
+    """Simulates a kill right after an epoch's checkpoint was written."""
+
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_learns_and_writes_every_output(config, tmp_path):
+    results = train(config.replace(num_train_epochs=4))
+    out = tmp_path / "out"
+    assert results["eval_accuracy"] >= 0.9, results
+    assert {"train_runtime", "train_samples_per_second", "eval_loss", "epoch"} <= set(results)
+    history = json.loads((out / "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4] and "eval_accuracy" in history[0]
+    assert (out / "history.csv").read_text().splitlines()[0].startswith("epoch,loss")
+    saved = json.loads((out / "run_config.json").read_text())
+    assert saved["learning_rate"] == 3e-3 and "hub_token" not in saved
+    assert not [p for p in out.rglob(".tmp*")]
+    model = TFAutoModelForSequenceClassification.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    logits = model(tokenizer(["the film was very superb", "the plot was very awful"], return_tensors="tf")).logits
+    assert [model.config.id2label[int(i)] for i in logits.numpy().argmax(-1)] == ["positive", "negative"]
+
+
+def test_best_epoch_is_restored_before_saving(config):
+    # Monitor eval_loss the wrong way round, so the best epoch is an early one and not the last.
+    results = train(config.replace(metric_for_best_model="eval_loss", greater_is_better=True))
+    history = {row["epoch"]: row for row in json.loads(open(f"{config.output_dir}/history.json").read())}
+    best = max(history, key=lambda epoch: history[epoch]["eval_loss"])
+    assert results["best_epoch"] == best < 3
+    assert results["eval_loss"] == pytest.approx(history[best]["eval_loss"], rel=1e-5)
+
+
+def test_early_stopping(config):
+    results = train(config.replace(num_train_epochs=5, metric_for_best_model="eval_loss", greater_is_better=True,
+                                   early_stopping_patience=1))
+    state = RunState.load(f"{config.output_dir}/checkpoint")
+    assert state.stopped_early and results["epoch"] == state.epoch < 5
+
+
+def test_resumes_after_a_crash_without_repeating_epochs(config, caplog):
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=[CrashAfterEpoch(2)])
+    assert RunState.load(f"{config.output_dir}/checkpoint").epoch == 2
+    caplog.set_level(logging.INFO)
+    epochs_run = []
+
+    class CountEpochs(tf_keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs_run.append(epoch + 1)
+
+    results = train(config, extra_callbacks=[CountEpochs()])
+    assert epochs_run == [3] and results["epoch"] == 3
+    assert "Resuming from epoch 2 of 3" in caplog.text
+    history = json.loads(open(f"{config.output_dir}/history.json").read())
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+
+
+def test_resume_restores_the_optimizer_step(config):
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=[CrashAfterEpoch(1)])
+    steps = []
+
+    class RecordStep(tf_keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            steps.append(int(self.model.optimizer.iterations.numpy()))
+
+    train(config, extra_callbacks=[RecordStep()])
+    assert steps == [128 // 8]
+
+
+def test_same_seed_same_result(config, tmp_path):
+    first = train(config.replace(num_train_epochs=1, output_dir=str(tmp_path / "a")))
+    second = train(config.replace(num_train_epochs=1, output_dir=str(tmp_path / "b")))
+    assert first["eval_loss"] == pytest.approx(second["eval_loss"], rel=1e-6)
+
+
+def test_notebook_api_step_by_step(config):
+    run = FineTuneRun(config.replace(num_train_epochs=1))
+    run.compile()
+    history = run.model.fit(run.train_dataset, epochs=1, callbacks=run.callbacks(), verbose=0)
+    assert "eval_accuracy" in history.history and run.steps_per_epoch == 128 // 8
+    assert set(run.evaluate()) >= {"eval_loss", "eval_accuracy"}
