@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -103,6 +104,11 @@ class TrainConfig:
     mixed_precision: str = _arg("no", "Mixed precision policy.", choices=["no", "fp16", "bf16"])
     jit_compile: bool = _arg(False, "Compile the training step with XLA.")
     pad_to_multiple_of: Optional[int] = _arg(None, "Pad batches to a multiple of N tokens (default 64 with XLA).")
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():  # accept pathlib paths wherever a path goes
+            if isinstance(value, os.PathLike):
+                setattr(self, name, os.fspath(value))
 
     def validate(self) -> None:
         """Check values that need no model or data; raise UserError naming the field and the fix."""
