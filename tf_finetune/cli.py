@@ -12,19 +12,19 @@ from tf_finetune.errors import UserError
 logger = logging.getLogger("tf_finetune")
 
 
-def build_parser(description: str) -> argparse.ArgumentParser:
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser with one flag per TrainConfig field, plus --config and --list_tasks."""
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(TrainConfig, description=description)
+    parser = HfArgumentParser(TrainConfig, prog=prog, description=description)
     parser.add_argument("--config", help="YAML or JSON file with option values; flags given as well override it.")
     parser.add_argument("--list_tasks", action="store_true", help="List the registered tasks and exit.")
     return parser
 
 
-def parse_config(argv: Optional[Sequence[str]], description: str) -> Optional[TrainConfig]:
+def parse_config(argv: Optional[Sequence[str]], prog: str, description: str) -> Optional[TrainConfig]:
     """Parse flags (and an optional config file) into a validated TrainConfig; None after --list_tasks."""
-    parser = build_parser(description)
+    parser = build_parser(prog, description)
     args = list(sys.argv[1:] if argv is None else argv)
     config_path = _value_of("--config", args)
     if config_path:

@@ -10,7 +10,7 @@ from tf_finetune.cli import parse_config, run_cli
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Parse the flags, train, and return the exit code."""
     def run() -> int:
-        config = parse_config(argv, description=__doc__)
+        config = parse_config(argv, prog="python -m tf_finetune.train", description=__doc__)
         if config is None:
             return 0
         if config.tune:

@@ -1,0 +1,53 @@
+"""TrainConfig and the command line: flags, config files with overrides, validation, saved form without secrets."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tf_finetune.cli import parse_config
+from tf_finetune.config import TrainConfig
+from tf_finetune.errors import UserError
+
+
+def parse(*args: str) -> TrainConfig:
+    return parse_config(list(args), prog="test", description="test")
+
+
+def test_flags_use_hugging_face_names_and_types():
+    config = parse("--task", "mrpc", "--per_device_train_batch_size", "4", "--learning_rate", "3e-5",
+                   "--text_column", "a", "b", "--do_predict", "--no_load_best_model_at_end")
+    assert (config.task, config.per_device_train_batch_size, config.learning_rate) == ("mrpc", 4, 3e-5)
+    assert config.text_column == ["a", "b"] and config.do_predict and not config.load_best_model_at_end
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_config_file_with_command_line_overrides(tmp_path, suffix):
+    values = {"task": "cola", "num_train_epochs": 5, "learning_rate": 1e-4}
+    path = tmp_path / f"run{suffix}"
+    path.write_text(json.dumps(values) if suffix == ".json" else "\n".join(f"{k}: {v}" for k, v in values.items()))
+    config = parse("--config", str(path), "--num_train_epochs", "2")
+    assert (config.task, config.num_train_epochs, config.learning_rate) == ("cola", 2, 1e-4)
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"taks": "cola"}))
+    with pytest.raises(UserError, match="unknown option"):
+        parse("--config", str(path))
+
+
+@pytest.mark.parametrize("field,value", [("warmup_ratio", 1.5), ("mlm_probability", 0.0), ("block_size", 0),
+                                         ("max_train_samples", 0), ("tune_train_fraction", 0.0)])
+def test_validation_names_the_field(field, value):
+    with pytest.raises(UserError, match=field):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_saved_form_has_no_token():
+    assert "hub_token" not in TrainConfig(hub_token="hf_secret").to_dict()
+
+
+def test_list_tasks(capsys):
+    assert parse("--list_tasks") is None
+    assert {"sst2", "mnli-mm", "text-classification"} <= set(capsys.readouterr().out.split())
