@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import time
 
 import pytest
 
@@ -82,3 +83,17 @@ def test_finished_run_is_not_overwritten_by_accident(capsys, tmp_path, files, ti
     code, err = run(capsys, tmp_path, *args)
     assert code == 2 and "already holds a finished run" in err and "--overwrite_output_dir" in err
     assert run(capsys, tmp_path, *args, "--overwrite_output_dir")[0] == 0
+
+
+@pytest.mark.parametrize("what", ["model", "dataset"])
+def test_unreachable_hub_fails_in_seconds(what, capsys, tmp_path, files, tiny_bert, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    args = (["--task", "text-classification", "--model_name_or_path", "someone/not-cached-model", "--train_file",
+             files["train"], "--validation_file", files["valid"]] if what == "model"
+            else ["--task", "sst2", "--model_name_or_path", str(tiny_bert)])
+    start = time.perf_counter()
+    code, err = run(capsys, tmp_path, *args)
+    assert code == 2 and "cannot be reached" in err and time.perf_counter() - start < 15

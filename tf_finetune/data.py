@@ -8,6 +8,7 @@ from typing import Any, Optional
 import datasets
 
 from tf_finetune.errors import UserError
+from tf_finetune.hub import hub_reachable
 
 _BUILDERS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t", "quoting": csv.QUOTE_NONE}),
              ".json": ("json", {}), ".jsonl": ("json", {}), ".parquet": ("parquet", {}), ".txt": ("text", {})}
@@ -48,6 +49,12 @@ def load_split(builder: str, split: str, path: str, **options: Any) -> datasets.
 
 def load_hub_dataset(name: str, config_name: Optional[str]) -> datasets.DatasetDict:
     """A dataset from the Hub (or its cache); an unreachable Hub is reported with the local alternative."""
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE and not hub_reachable():
+        raise UserError(f"cannot load dataset {name!r}: the Hugging Face Hub ({constants.ENDPOINT}) cannot be "
+                        "reached; pass local files (--train_file/--validation_file or --data_dir), or set "
+                        "HF_HUB_OFFLINE=1 to use a cached copy.")
     try:
         return datasets.load_dataset(name, config_name)
     except (ConnectionError, OSError, datasets.exceptions.DatasetNotFoundError) as error:

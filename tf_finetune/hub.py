@@ -9,6 +9,7 @@ import logging
 import numbers
 import os
 import shlex
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -50,6 +51,22 @@ class Retry:
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
         return min(self.initial_delay * 2 ** (attempt - 1), self.max_delay)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub endpoint (HF_ENDPOINT) accepts a TCP connection within `timeout` seconds.
+
+    Offline, the Hub clients retry for a minute before failing; this answers in at most `timeout`.
+    """
+    from huggingface_hub import constants
+
+    address = urlsplit(constants.ENDPOINT)
+    port = address.port or (443 if address.scheme == "https" else 80)
+    try:
+        socket.create_connection((address.hostname, port), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
 
 
 def resolve_token(token: Optional[str]) -> Optional[str]:

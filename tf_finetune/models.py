@@ -1,6 +1,7 @@
 """Loading tokenizers and TF Auto models from the Hub or any local checkpoint (TF or PyTorch-only weights)."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
 from tf_finetune.errors import UserError
+from tf_finetune.hub import hub_reachable
 
 logger = logging.getLogger(__name__)
 
@@ -19,9 +21,8 @@ _PT_SAFETENSORS = "model.safetensors"
 
 def load_model_config(name_or_path: str, **overrides: Any) -> PretrainedConfig:
     """The model's config with task fields (num_labels, id2label, ...) set; clear errors for bad paths."""
-    _check_local_path(name_or_path)
     try:
-        return AutoConfig.from_pretrained(name_or_path, **overrides)
+        return AutoConfig.from_pretrained(name_or_path, local_files_only=cache_only(name_or_path), **overrides)
     except OSError as error:
         raise _not_loadable(name_or_path, error) from error
     except ValueError as error:  # e.g. an unknown model_type
@@ -30,9 +31,9 @@ def load_model_config(name_or_path: str, **overrides: Any) -> PretrainedConfig:
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """The fast tokenizer of a checkpoint."""
-    _check_local_path(name_or_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True,
+                                                  local_files_only=cache_only(name_or_path))
     except OSError as error:
         raise _not_loadable(name_or_path, error) from error
     if not tokenizer.is_fast:
@@ -44,16 +45,41 @@ def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig
     """A TF model of the given Auto class with pretrained weights: native TF checkpoints load as usual,
     PyTorch-only `model.safetensors` are converted (transformers 4.57 cannot load them into TF itself)."""
     auto_class = getattr(transformers, auto_class_name)
-    if type(config) not in auto_class._model_mapping:
-        raise UserError(f"{name_or_path} is a {config.model_type} model, and transformers has no "
-                        f"{auto_class_name} for that type; pick a model that has one or another task.")
     weights = _find_weights(name_or_path)
     if weights is None:
         raise UserError(f"{name_or_path} has no TensorFlow weights (tf_model.h5) nor model.safetensors; "
                         "export it with save_pretrained or pass another checkpoint.")
     if weights.endswith(".safetensors") and _safetensors_format(weights) == "pt":
         return _load_pytorch_safetensors(auto_class, config, weights)
-    return auto_class.from_pretrained(name_or_path, config=config)
+    return auto_class.from_pretrained(name_or_path, config=config, local_files_only=cache_only(name_or_path))
+
+
+def cache_only(name_or_path: str) -> bool:
+    """Whether to load from local files only: a local directory, offline mode, or a Hub that cannot be reached.
+
+    Raises a UserError at once for a Hub id that is neither reachable nor cached, instead of the clients'
+    minute of retries.
+    """
+    from huggingface_hub import constants
+
+    _check_local_path(name_or_path)
+    if os.path.isdir(name_or_path) or constants.HF_HUB_OFFLINE:
+        return True
+    return _hub_copy_only(name_or_path, constants.ENDPOINT)
+
+
+@functools.lru_cache(maxsize=None)
+def _hub_copy_only(name_or_path: str, endpoint: str) -> bool:
+    """For a Hub id: False when the Hub answers, True when only a cached copy can be used."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if hub_reachable():
+        return False
+    if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+        logger.warning("The Hugging Face Hub (%s) cannot be reached: using the cached copy of %s.",
+                       endpoint, name_or_path)
+        return True
+    raise _not_loadable(name_or_path, OSError("unreachable"))
 
 
 def max_model_length(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase) -> int:
@@ -79,7 +105,8 @@ def _find_weights(name_or_path: str) -> Optional[str]:
 
     for filename in (*_TF_WEIGHTS, _PT_SAFETENSORS):
         try:
-            path = cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False)
+            path = cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False,
+                               local_files_only=cache_only(name_or_path))
         except OSError as error:
             raise _not_loadable(name_or_path, error) from error
         if path:
