@@ -95,3 +95,11 @@ def test_predictions_file_uses_label_names(tiny_bert, tmp_path):
     lines = (tmp_path / "out" / "predict_results_text-classification.txt").read_text().splitlines()
     assert lines[0] == "index\tprediction" and len(lines) == 8
     assert all(line.split("\t")[1] in STARS for line in lines[1:])
+
+
+def test_metric_flag_takes_another_evaluate_metric(tiny_bert, tmp_path):
+    path = write_csv(tmp_path / "train.csv", five_class_rows(20))
+    config = config_for(tiny_bert, tmp_path, train_file=path, validation_file=path, text_column=["review"],
+                        label_column="rating", metric="matthews_correlation")
+    results = train(config)
+    assert "eval_matthews_correlation" in results and "eval_accuracy" not in results

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 
 import pytest
 import tf_keras
@@ -117,3 +118,10 @@ def test_notebook_api_step_by_step(config):
     history = run.model.fit(run.train_dataset, epochs=1, callbacks=run.callbacks(), verbose=0)
     assert "eval_accuracy" in history.history and run.steps_per_epoch == 128 // 8
     assert set(run.evaluate()) >= {"eval_loss", "eval_accuracy"}
+
+
+def test_tokenised_splits_are_cached_between_runs(config):
+    first = FineTuneRun(config).datasets["train"].cache_files[0]["filename"]
+    written = os.path.getmtime(first)
+    second = FineTuneRun(config).datasets["train"].cache_files[0]["filename"]
+    assert second == first and os.path.getmtime(second) == written
