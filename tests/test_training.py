@@ -125,3 +125,14 @@ def test_tokenised_splits_are_cached_between_runs(config):
     written = os.path.getmtime(first)
     second = FineTuneRun(config).datasets["train"].cache_files[0]["filename"]
     assert second == first and os.path.getmtime(second) == written
+
+
+def test_outputs_get_the_usual_file_permissions(tmp_path):
+    from tf_finetune.outputs import write_json
+
+    umask = os.umask(0o022)
+    try:
+        write_json(str(tmp_path / "results.json"), {"a": 1})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644

@@ -14,8 +14,11 @@ def write_atomic(path: str, write: Callable[[str], None]) -> None:
     os.makedirs(directory, exist_ok=True)
     handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         write(temp_path)
+        os.chmod(temp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(temp_path, path)
     finally:
         if os.path.exists(temp_path):

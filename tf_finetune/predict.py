@@ -32,8 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="What to predict (default: from the architecture in the model's config.json).")
     parser.add_argument("--file", help="Text file with one input per line (blank lines skipped), after any TEXTs.")
     parser.add_argument("--top_k", type=int, default=5, help="fill-mask: candidate tokens per mask.")
-    parser.add_argument("--max_new_tokens", type=int, default=20, help="text-generation: tokens to add.")
-    parser.add_argument("--do_sample", action="store_true", help="text-generation: sample instead of greedy search.")
+    parser.add_argument("--max_new_tokens", type=int, default=20, help="text-generation: tokens to add (greedy).")
     return parser
 
 
@@ -124,7 +123,7 @@ def _fill_mask(fill: Any, texts: list[str], args: argparse.Namespace) -> list[st
 
 
 def _generate(generator: Any, texts: list[str], args: argparse.Namespace) -> list[str]:
-    outputs = generator(texts, max_new_tokens=args.max_new_tokens, do_sample=args.do_sample)
+    outputs = generator(texts, max_new_tokens=args.max_new_tokens, do_sample=False)
     return [output[0]["generated_text"] for output in outputs]
 
 

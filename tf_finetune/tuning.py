@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import keras_tuner
+import numpy as np
 import tf_keras
 
 from tf_finetune.callbacks import EvaluationCallback
@@ -56,6 +57,7 @@ BATCH_SIZE = "per_device_train_batch_size"
 SEARCH_FILE = "search.json"
 RESULTS_JSON = "tuning_results.json"
 RESULTS_CSV = "tuning_results.csv"
+TUNER_KINDS = ("random", "bayesian", "hyperband")
 
 DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "learning_rate": {"type": "float", "min_value": 1e-5, "max_value": 1e-4, "sampling": "log"},
@@ -96,8 +98,10 @@ def tune(config: TrainConfig) -> tuple[keras_tuner.Tuner, dict[str, Any]]:
     The search state lives in `tune_dir` (default <output_dir>/tuning); running the same call again resumes it.
     """
     config.validate()
-    if config.tune not in _ORACLES:
-        raise UserError(f"--tune must be one of {', '.join(_ORACLES)} to run a search, got {config.tune!r}.")
+    if config.tune not in TUNER_KINDS:
+        raise UserError(f"--tune must be one of {', '.join(TUNER_KINDS)} to run a search, got {config.tune!r}.")
+    if not (config.do_train and config.do_eval):
+        raise UserError("a search trains and evaluates every trial; drop --do_train false and --do_eval false.")
     space = build_search_space(config)
     if config.tune_retrain and not config.overwrite_output_dir and os.path.isfile(
             os.path.join(config.output_dir, RESULTS_FILE)):
@@ -112,6 +116,8 @@ def tune(config: TrainConfig) -> tuple[keras_tuner.Tuner, dict[str, Any]]:
     tuner.search(verbose=config.verbose)
     best = best_hyperparameters(tuner)
     write_results(config, tuner, best)
+    if best is None:
+        raise UserError(f"no trial of the search completed; their errors are in {config.output_dir}/{RESULTS_JSON}.")
     if config.tune_retrain:
         logger.info("Retraining the best configuration on the full training set: %s", best)
         train(config.replace(**best), extra_results={"best_hyperparameters": best})
@@ -167,8 +173,9 @@ def inspect_data(config: TrainConfig) -> tuple[Objective, int]:
     return objective, math.ceil(available * config.tune_train_fraction)
 
 
-class _AtomicStateFiles:
-    """Writes the oracle's and the trials' JSON state atomically, so a kill never leaves a search that cannot resume."""
+class _ResumableState:
+    """Writes the oracle's and the trials' JSON state atomically, so a kill never leaves a search that cannot resume,
+    and does not run again a trial that finished just before a kill cut off the oracle's own save."""
 
     def save(self) -> None:
         write_json(self._get_oracle_fname(), self.get_state())
@@ -176,20 +183,23 @@ class _AtomicStateFiles:
     def _save_trial(self, trial: keras_tuner.engine.trial.Trial) -> None:
         write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
 
-
-class RandomSearchOracle(_AtomicStateFiles, keras_tuner.oracles.RandomSearchOracle):
-    """KerasTuner's random search, with atomic state files."""
-
-
-class BayesianOptimizationOracle(_AtomicStateFiles, keras_tuner.oracles.BayesianOptimizationOracle):
-    """KerasTuner's Bayesian optimisation (Gaussian process), with atomic state files."""
+    def reload(self) -> None:
+        super().reload()
+        finished = [trial_id for trial_id in self._retry_queue if self.trials[trial_id].status == "COMPLETED"]
+        self._retry_queue = [trial_id for trial_id in self._retry_queue if trial_id not in finished]
+        self.end_order += [trial_id for trial_id in finished if trial_id not in self.end_order]
 
 
-class HyperbandOracle(_AtomicStateFiles, keras_tuner.oracles.HyperbandOracle):
-    """KerasTuner's Hyperband, with atomic state files."""
+class RandomSearchOracle(_ResumableState, keras_tuner.oracles.RandomSearchOracle):
+    """KerasTuner's random search, resumable after a kill."""
 
 
-_ORACLES = {"random": RandomSearchOracle, "bayesian": BayesianOptimizationOracle, "hyperband": HyperbandOracle}
+class BayesianOptimizationOracle(_ResumableState, keras_tuner.oracles.BayesianOptimizationOracle):
+    """KerasTuner's Bayesian optimisation (Gaussian process), resumable after a kill."""
+
+
+class HyperbandOracle(_ResumableState, keras_tuner.oracles.HyperbandOracle):
+    """KerasTuner's Hyperband, resumable after a kill."""
 
 
 def build_oracle(config: TrainConfig, space: keras_tuner.HyperParameters,
@@ -229,6 +239,7 @@ def build_tuner(config: TrainConfig, space: keras_tuner.HyperParameters, objecti
     tuner = FineTuneTuner(config, objective, train_samples, oracle=build_oracle(config, space, objective),
                           directory=os.path.dirname(tune_dir), project_name=os.path.basename(tune_dir),
                           overwrite=config.overwrite_output_dir)
+    tuner.save()  # from now on, the same call reloads this search instead of starting another one
     write_json(search_file, signature)
     return tuner
 
@@ -263,7 +274,8 @@ class FineTuneTuner(keras_tuner.Tuner):
             run.compile()
             callbacks = [EvaluationCallback(run.evaluate), ReportCallback(self.oracle, trial.trial_id, self.objective)]
             if config.early_stopping_patience:
-                callbacks.append(tf_keras.callbacks.EarlyStopping(self.objective.name, mode=self.objective.direction,
+                callbacks.append(tf_keras.callbacks.EarlyStopping(monitor=self.objective.name,
+                                                                  mode=self.objective.direction,
                                                                   patience=config.early_stopping_patience))
             run.model.fit(run.train_dataset, epochs=config.num_train_epochs, callbacks=callbacks,
                           verbose=config.verbose)
@@ -307,19 +319,22 @@ class TrialUserError(UserError, keras_tuner.errors.FatalError):
 
 
 def config_values(values: dict[str, Any]) -> dict[str, Any]:
-    """TrainConfig fields from a trial's hyperparameter values (Hyperband's `tuner/epochs` is the epoch count)."""
-    fields = {name: value for name, value in values.items() if not name.startswith("tuner/")}
+    """TrainConfig fields from a trial's hyperparameter values (Hyperband's `tuner/epochs` is the epoch count).
+
+    Values become plain Python numbers: the Gaussian process proposes NumPy float64s, which TensorFlow would keep as
+    float64 and then refuse to multiply with float32 weights (weight decay).
+    """
+    fields = {name: value.item() if isinstance(value, np.generic) else value for name, value in values.items()
+              if not name.startswith("tuner/")}
     if "tuner/epochs" in values:
         fields[EPOCHS] = values["tuner/epochs"]
     return fields
 
 
-def best_hyperparameters(tuner: keras_tuner.Tuner) -> dict[str, Any]:
-    """The best completed trial's values as TrainConfig fields."""
+def best_hyperparameters(tuner: keras_tuner.Tuner) -> Optional[dict[str, Any]]:
+    """The best completed trial's values as TrainConfig fields (None when no trial completed)."""
     completed = [t for t in tuner.oracle.get_best_trials(1) if t.status == "COMPLETED"]
-    if not completed:
-        raise UserError(f"no trial of the search completed; see the trials' messages in {tuner.project_dir}.")
-    return config_values(completed[0].hyperparameters.values)
+    return config_values(completed[0].hyperparameters.values) if completed else None
 
 
 def trial_rows(tuner: keras_tuner.Tuner) -> list[dict[str, Any]]:
@@ -342,7 +357,7 @@ def trial_rows(tuner: keras_tuner.Tuner) -> list[dict[str, Any]]:
     return rows
 
 
-def write_results(config: TrainConfig, tuner: FineTuneTuner, best: dict[str, Any]) -> None:
+def write_results(config: TrainConfig, tuner: FineTuneTuner, best: Optional[dict[str, Any]]) -> None:
     """Print the trials table and write tuning_results.json and tuning_results.csv into output_dir."""
     rows = trial_rows(tuner)
     write_json(os.path.join(config.output_dir, RESULTS_JSON), {
@@ -367,7 +382,8 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
     cells = [columns, *[[cell(row.get(column)) for column in columns] for row in rows]]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in cells)
+    lines = ("  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)) for line in cells)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _read_space_file(path: str) -> dict[str, Any]:
@@ -383,10 +399,10 @@ def _read_space_file(path: str) -> dict[str, Any]:
             specs = json.loads(file.read_text())
     except Exception as error:  # noqa: BLE001 - any parse error is the user's file
         raise UserError(f"search space file {path} is not valid {file.suffix.lstrip('.').upper()}: "
-                        f"{str(error).splitlines()[0]}")
+                        f"{str(error).splitlines()[0]}") from error
     if not isinstance(specs, dict) or not specs:
-        raise UserError(f"search space file {path} must map option names to specs, e.g. "
-                        '{"learning_rate": {"type": "float", "min_value": 1e-5, "max_value": 1e-4, "sampling": "log"}}.')
+        raise UserError(f"search space file {path} must map option names to specs, e.g. {{\"learning_rate\": "
+                        '{"type": "float", "min_value": 1e-5, "max_value": 1e-4, "sampling": "log"}}.')
     return specs
 
 

@@ -149,7 +149,11 @@ class MaskedLanguageModelingTask(LanguageModelingTask):
                    config: "TrainConfig") -> datasets.Dataset:
         if split == "train":
             return dataset  # masked afresh in every batch by the training collator
-        return mask_once(dataset, tokenizer, config.mlm_probability, config.seed, not config.overwrite_cache)
+        masked = mask_once(dataset, tokenizer, config.mlm_probability, config.seed, not config.overwrite_cache)
+        if count_labelled(masked) == 0:
+            raise UserError(f"no {split} token was masked (--mlm_probability {config.mlm_probability}); give more "
+                            f"{split} text or a larger --mlm_probability.")
+        return masked
 
     def collator(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig",
                  training: bool) -> Callable[[list[dict]], dict]:
@@ -216,6 +220,14 @@ def mask_once(dataset: datasets.Dataset, tokenizer: "PreTrainedTokenizerBase", m
 
     return dataset.map(mask, batched=True, with_indices=True, load_from_cache_file=load_from_cache_file,
                        desc="Masking validation once")
+
+
+def count_labelled(dataset: datasets.Dataset) -> int:
+    """How many tokens of the split have a label (are predicted), counted in Arrow without loading the split."""
+    import pyarrow.compute as pc
+
+    labels = pc.list_flatten(dataset.data.column("labels"))
+    return pc.sum(pc.not_equal(labels, IGNORE_INDEX)).as_py() or 0
 
 
 def padding_collator(tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig") -> Callable[[list[dict]], dict]:
