@@ -109,3 +109,11 @@ def test_trains_from_a_hub_model_id_through_hf_endpoint(hub: HubServer, tiny_ber
     config = push_config("alice/sst-tiny", data_files, tmp_path, push_to_hub=False, num_train_epochs=1,
                          output_dir=str(tmp_path / "from-hub"))
     assert "eval_accuracy" in train(config)
+
+
+def test_wrong_token_fails_before_a_search(hub: HubServer, tiny_bert, data_files, tmp_path):
+    from tf_finetune.tuning import tune
+
+    with pytest.raises(UserError, match="token"):
+        tune(push_config(tiny_bert, data_files, tmp_path, hub_token="hf_wrong", tune="random", max_trials=2))
+    assert not (tmp_path / "sst-tiny" / "tuning").exists()

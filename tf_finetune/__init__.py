@@ -11,6 +11,7 @@ _API = {
     "TrainConfig": "tf_finetune.config",
     "FineTuneRun": "tf_finetune.training",
     "train": "tf_finetune.training",
+    "tune": "tf_finetune.tuning",
     "get_task": "tf_finetune.tasks",
     "list_tasks": "tf_finetune.tasks",
     "load_model": "tf_finetune.models",

@@ -45,6 +45,7 @@ import tf_keras
 from tf_finetune.callbacks import EvaluationCallback
 from tf_finetune.config import TrainConfig
 from tf_finetune.errors import UserError
+from tf_finetune.hub import check_push_access
 from tf_finetune.models import load_model_config
 from tf_finetune.outputs import read_json, write_json, write_text
 from tf_finetune.tasks import get_task
@@ -107,6 +108,8 @@ def tune(config: TrainConfig) -> tuple[keras_tuner.Tuner, dict[str, Any]]:
             os.path.join(config.output_dir, RESULTS_FILE)):
         raise UserError(f"{config.output_dir} already holds a finished run ({RESULTS_FILE}); pass "
                         "--overwrite_output_dir or another --output_dir.")
+    if config.push_to_hub and config.tune_retrain:  # a bad token should fail now, not after the search
+        check_push_access(config.hub_model_id, config.output_dir, config.hub_token, config.hub_private_repo)
     objective, train_samples = inspect_data(config)
     largest_batch = largest(space, BATCH_SIZE, config.per_device_train_batch_size)
     if train_samples < largest_batch:
