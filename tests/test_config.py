@@ -18,6 +18,7 @@ def test_flags_use_hugging_face_names_and_types():
     config = parse("--task", "mrpc", "--per_device_train_batch_size", "4", "--learning_rate", "3e-5",
                    "--text_column", "a", "b", "--do_predict", "--no_load_best_model_at_end")
     assert (config.task, config.per_device_train_batch_size, config.learning_rate) == ("mrpc", 4, 3e-5)
+    assert parse("--max_grad_norm", "0").max_grad_norm == 0
     assert config.text_column == ["a", "b"] and config.do_predict and not config.load_best_model_at_end
 
 

@@ -3,8 +3,8 @@
 A training batch holds `steps` micro-batches. The model's own `train_step` runs on each micro-batch in turn, with
 its `optimizer.minimize` call caught to collect the gradients instead of applying them; their mean is applied once
 per batch. So the optimizer, and its learning-rate schedule, count updates; and no update hides inside a `tf.cond`,
-where the all-reduce of mirrored replicas is not allowed. Micro-batches run one after another, so only one
-micro-batch's activations are alive at a time.
+where the all-reduce of mirrored replicas is not allowed. Micro-batches run one after another (control
+dependencies), so their activations need not be held at the same time.
 """
 from __future__ import annotations
 

@@ -23,7 +23,9 @@ from tf_finetune.outputs import read_json, write_atomic, write_json, write_text
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
-BEST_WEIGHTS_FILE = "best_model.weights.h5"
+# Legacy HDF5 weights (by layer name), not tf-keras' `.weights.h5` format: that one also stores the metrics' state,
+# and loading it into a model with several replicas fails (on-read variables cannot take an h5py dataset).
+BEST_WEIGHTS_FILE = "best_model.h5"
 
 
 @dataclass

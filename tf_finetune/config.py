@@ -52,8 +52,10 @@ class TrainConfig:
 
     # Language modelling
     mlm_probability: float = _arg(0.15, "Share of tokens masked for masked language modelling.")
-    block_size: int = _arg(128, "Length of the token blocks that texts are concatenated and cut into.")
-    line_by_line: bool = _arg(False, "Treat each line as one example instead of concatenating texts.")
+    block_size: int = _arg(128, "Length of the token blocks that texts are concatenated and cut into (lowered, "
+                           "with a warning, to the longest input the model accepts).")
+    line_by_line: bool = _arg(False, "Treat each line as one example (truncated to --block_size) instead of "
+                              "concatenating texts.")
 
     # Metrics and model selection
     metric: Optional[str] = _arg(None, "An evaluate metric (bundled name, local path or Hub id) for your own data.")
@@ -71,13 +73,14 @@ class TrainConfig:
     num_train_epochs: int = _arg(3, "Number of epochs.")
     per_device_train_batch_size: int = _arg(16, "Training batch size per device (replica).")
     per_device_eval_batch_size: int = _arg(32, "Evaluation batch size per device (replica).")
-    gradient_accumulation_steps: int = _arg(1, "Batches whose gradients are summed before one update.")
+    gradient_accumulation_steps: int = _arg(1, "Micro-batches (of per_device_train_batch_size per replica) whose "
+                                            "mean gradient makes one update.")
     learning_rate: float = _arg(2e-5, "Peak learning rate of AdamWeightDecay.")
     weight_decay: float = _arg(0.01, "Decoupled weight decay (not applied to LayerNorm and biases).")
     warmup_ratio: float = _arg(0.0, "Share of training steps for linear warm-up.")
     warmup_steps: int = _arg(0, "Warm-up steps (overrides warmup_ratio when > 0).")
     adam_epsilon: float = _arg(1e-8, "Adam epsilon.")
-    max_grad_norm: Optional[float] = _arg(1.0, "Global gradient clipping norm (none to disable).")
+    max_grad_norm: float = _arg(1.0, "Global gradient clipping norm (0 disables clipping).")
     seed: int = _arg(42, "Random seed for weights, shuffling and masking.")
     verbose: int = _arg(1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
@@ -98,12 +101,14 @@ class TrainConfig:
     tune_retrain: bool = _arg(True, "Retrain the best configuration on the full training set.")
 
     # Hardware
-    strategy: str = _arg("auto", "Distribution strategy.",
-                         choices=["auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"])
+    strategy: str = _arg("auto", "Distribution strategy. auto: a TPU if one is reachable, else multi-worker when "
+                         "TF_CONFIG names several workers, else all local GPUs when there are several, else the "
+                         "default device.", choices=["auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"])
     tpu: Optional[str] = _arg(None, "TPU name or address (default: Colab's local TPU).")
     mixed_precision: str = _arg("no", "Mixed precision policy.", choices=["no", "fp16", "bf16"])
-    jit_compile: bool = _arg(False, "Compile the training step with XLA.")
-    pad_to_multiple_of: Optional[int] = _arg(None, "Pad batches to a multiple of N tokens (default 64 with XLA).")
+    jit_compile: bool = _arg(False, "Compile the training step with XLA (off for multi-replica mirrored runs).")
+    pad_to_multiple_of: Optional[int] = _arg(None, "Pad batches to a multiple of N tokens (default 64 with XLA or on "
+                                             "TPUs, else none; 1 pads to each batch's longest).")
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():  # accept pathlib paths wherever a path goes
@@ -116,6 +121,8 @@ class TrainConfig:
                      "max_seq_length", "gradient_accumulation_steps", "block_size", "max_trials"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be a positive number, got {getattr(self, name)}.")
+        if self.max_grad_norm < 0:
+            raise UserError(f"--max_grad_norm must be 0 (no clipping) or positive, got {self.max_grad_norm}.")
         if self.learning_rate <= 0:
             raise UserError(f"--learning_rate must be positive, got {self.learning_rate}.")
         if not 0 <= self.warmup_ratio < 1:
@@ -124,7 +131,8 @@ class TrainConfig:
             raise UserError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}.")
         if not 0 < self.tune_train_fraction <= 1:
             raise UserError(f"--tune_train_fraction must be in (0, 1], got {self.tune_train_fraction}.")
-        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "early_stopping_patience"):
+        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "early_stopping_patience",
+                     "pad_to_multiple_of"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"--{name} must be a positive number, got {value}.")

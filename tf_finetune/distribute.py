@@ -45,7 +45,11 @@ _TPU_PCI_DEVICES = {"0x0027", "0x0056", "0x005e", "0x0062", "0x0063", "0x006f", 
 
 
 def resolve_strategy(config: "TrainConfig") -> tf.distribute.Strategy:
-    """The strategy `--strategy` asks for; a UserError when the hardware or cluster it needs is not there."""
+    """The strategy `--strategy` asks for; a UserError when the hardware or cluster it needs is not there.
+
+    A process builds each strategy once and reuses it (a multi-worker strategy cannot be set up twice), e.g. for
+    the retraining after a hyperparameter search.
+    """
     _split_cpu(os.environ.get(LOGICAL_CPUS_ENV))
     name = config.strategy
     if name == "auto":
@@ -59,20 +63,23 @@ def resolve_strategy(config: "TrainConfig") -> tf.distribute.Strategy:
             return tf.distribute.get_strategy()
     if name == "tpu" and config.mixed_precision == "fp16":
         raise UserError("TPUs do not support --mixed_precision fp16; use bf16.")
-    return _BUILDERS[name](config)
+    key = (name, _tpu_address(config) if name == "tpu" else None)
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = _BUILDERS[name](config)
+    return _STRATEGIES[key]
 
 
 def describe_strategy(strategy: tf.distribute.Strategy) -> str:
     """One line: the strategy's kind, its replica count and devices (and, across machines, this worker's role)."""
-    name = type(strategy).__name__.removesuffix("V2").removesuffix("V1")
-    if name in ("_DefaultDistributionStrategy", "Strategy"):
-        name = "default strategy"
+    name = next((name for kind, name in _NAMES if isinstance(strategy, kind)), "default strategy")
     replicas = strategy.num_replicas_in_sync
-    text = f"{name}, {replicas} replica{'s' if replicas != 1 else ''} on {', '.join(_devices(strategy))}"
+    text = f"{name}, {replicas} replica{'s' if replicas != 1 else ''}"
+    devices = ", ".join(_devices(strategy))
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         resolver = strategy.cluster_resolver
-        text += f" (this is {resolver.task_type} {resolver.task_id}{', the chief' if is_chief(strategy) else ''})"
-    return text
+        role = f"{resolver.task_type} {resolver.task_id}{', the chief' if is_chief(strategy) else ''}"
+        return f"{text}; this worker ({role}) runs {devices}"
+    return f"{text} on {devices}"
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -181,9 +188,9 @@ def static_shape_dataset(model: "TFPreTrainedModel", dataset: "Dataset", collate
 
     Collating once fixes what the collator draws at random (e.g. masked-LM masks) for all epochs.
     """
-    columns = {name: _narrow(values) for name, values in collate_fn(dataset.to_list()).items()}
     from transformers.modeling_tf_utils import find_labels
 
+    columns = {name: _narrow(values) for name, values in collate_fn(dataset.to_list()).items()}
     labels = [name for name in find_labels(type(model)) if name in columns]
     accepted = inspect.signature(model.call).parameters
     features = {name: values for name, values in columns.items() if name in accepted and name not in labels}
@@ -208,7 +215,11 @@ def _round_up(length: int, multiple: int) -> int:
 
 def _split_cpu(count: Optional[str]) -> None:
     """Split the CPU into `count` logical devices (TF_FINETUNE_LOGICAL_CPUS, for tests without accelerators)."""
-    if not count or int(count) <= 1:
+    if not count:
+        return
+    if not count.isdigit():
+        raise UserError(f"{LOGICAL_CPUS_ENV} must be a number of logical CPUs, got {count!r}.")
+    if int(count) <= 1:
         return
     cpu = tf.config.list_physical_devices("CPU")[0]
     if len(tf.config.get_logical_device_configuration(cpu) or []) == int(count):
@@ -304,5 +315,9 @@ def _devices(strategy: tf.distribute.Strategy) -> list[str]:
     return [device.split("device:")[-1] for device in devices]
 
 
+_NAMES = ((tf.distribute.TPUStrategy, "TPUStrategy"),
+          (tf.distribute.MultiWorkerMirroredStrategy, "MultiWorkerMirroredStrategy"),
+          (tf.distribute.MirroredStrategy, "MirroredStrategy"), (tf.distribute.OneDeviceStrategy, "OneDeviceStrategy"))
 _BUILDERS: dict[str, Callable[["TrainConfig"], tf.distribute.Strategy]] = {
     "cpu": _cpu, "gpu": _gpu, "mirrored": _mirrored, "multi_worker": _multi_worker, "tpu": _tpu}
+_STRATEGIES: dict[tuple[str, Optional[str]], tf.distribute.Strategy] = {}

@@ -45,6 +45,9 @@ def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig
     """A TF model of the given Auto class with pretrained weights: native TF checkpoints load as usual,
     PyTorch-only `model.safetensors` are converted (transformers 4.57 cannot load them into TF itself)."""
     auto_class = getattr(transformers, auto_class_name)
+    if type(config) not in auto_class._model_mapping:
+        raise UserError(f"{name_or_path} is a {config.model_type} model, and transformers has no "
+                        f"{auto_class_name} for that type; pick a model that has one or another task.")
     weights = _find_weights(name_or_path)
     if weights is None:
         raise UserError(f"{name_or_path} has no TensorFlow weights (tf_model.h5) nor model.safetensors; "

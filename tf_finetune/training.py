@@ -12,9 +12,13 @@ import tensorflow as tf
 import tf_keras
 from transformers import PretrainedConfig, create_optimizer
 
+from tf_finetune.accumulation import accumulate_gradients
 from tf_finetune.callbacks import (BEST_WEIGHTS_FILE, BestModelCallback, CheckpointCallback, EvaluationCallback,
                                    HistoryCallback, HubPushCallback, RunState)
 from tf_finetune.config import TrainConfig
+from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_shapes, pad_multiple, precision_policy,
+                                    resolve_strategy, shard_by_data, static_shape_dataset, use_xla, with_loss_scaling,
+                                    worker_scratch_dir)
 from tf_finetune.errors import UserError
 from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
 from tf_finetune.models import load_model, load_model_config, load_tokenizer, max_model_length
@@ -39,6 +43,7 @@ class FineTuneRun:
     """
 
     def __init__(self, config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None):
+        """`self.config` is `config` with XLA and padding settled for the strategy (see tf_finetune.distribute)."""
         config.validate()
         self.config = config
         self.task = get_task(config.task)
@@ -51,19 +56,25 @@ class FineTuneRun:
         if config.max_seq_length > limit:
             raise UserError(f"--max_seq_length {config.max_seq_length} is more than {config.model_name_or_path} "
                             f"accepts ({limit}); pass --max_seq_length {limit} or less.")
+        xla = use_xla(config.jit_compile, self.strategy)
+        self.config = config = config.replace(jit_compile=xla,
+                                              pad_to_multiple_of=pad_multiple(config, xla, self.strategy, limit))
         self.datasets = self.task.tokenize(raw_datasets, self.tokenizer, config)
         self._check_splits()
         tf_keras.utils.set_random_seed(config.seed)
-        with self.strategy.scope():
+        with self.strategy.scope(), precision_policy(config.mixed_precision):
             self.model = load_model(self.task.auto_model_class, config.model_name_or_path, self.model_config)
+        if config.gradient_accumulation_steps > 1:
+            accumulate_gradients(self.model, config.gradient_accumulation_steps)
         self.train_dataset = self.tf_dataset("train", training=True) if "train" in self.datasets else None
         self.eval_dataset = self.tf_dataset("validation", training=False) if "validation" in self.datasets else None
         self.monitor, self.greater_is_better = resolve_monitor(config, self.task, self.model_config)
 
     @property
     def global_train_batch_size(self) -> int:
-        """Examples per optimizer step over all replicas."""
-        return self.config.per_device_train_batch_size * self.strategy.num_replicas_in_sync
+        """Examples per optimizer step over all replicas (and accumulated micro-batches)."""
+        return (self.config.per_device_train_batch_size * self.strategy.num_replicas_in_sync *
+                self.config.gradient_accumulation_steps)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -71,11 +82,18 @@ class FineTuneRun:
         return int(self.train_dataset.cardinality().numpy())
 
     def tf_dataset(self, split: str, training: bool) -> tf.data.Dataset:
-        """A split as batched `tf.data`, collated by the task (dynamic padding)."""
-        per_device = self.config.per_device_train_batch_size if training else self.config.per_device_eval_batch_size
-        return self.model.prepare_tf_dataset(
-            self.datasets[split], batch_size=per_device * self.strategy.num_replicas_in_sync, shuffle=training,
-            collate_fn=self.task.collator(self.tokenizer, self.config, training), drop_remainder=training)
+        """A split as batched `tf.data`, collated by the task (dynamic padding; fixed shapes from tensors on TPUs),
+        sharded by element across workers. A training batch holds every micro-batch of one optimizer step."""
+        batch_size = (self.global_train_batch_size if training
+                      else self.config.per_device_eval_batch_size * self.strategy.num_replicas_in_sync)
+        collate_fn = self.task.collator(self.tokenizer, self.config, training)
+        if needs_static_shapes(self.strategy):
+            dataset = static_shape_dataset(self.model, self.datasets[split], collate_fn, batch_size, shuffle=training,
+                                           drop_remainder=training, seed=self.config.seed)
+        else:
+            dataset = self.model.prepare_tf_dataset(self.datasets[split], batch_size=batch_size, shuffle=training,
+                                                    collate_fn=collate_fn, drop_remainder=training)
+        return shard_by_data(dataset)
 
     def compile(self) -> None:
         """Compile with AdamWeightDecay (linear warm-up and decay) and the model's built-in loss."""
@@ -85,7 +103,8 @@ class FineTuneRun:
             optimizer, _ = create_optimizer(
                 init_lr=self.config.learning_rate, num_train_steps=total_steps, num_warmup_steps=warmup_steps,
                 weight_decay_rate=self.config.weight_decay, adam_epsilon=self.config.adam_epsilon,
-                adam_global_clipnorm=self.config.max_grad_norm)
+                adam_global_clipnorm=self.config.max_grad_norm or None)
+            optimizer = with_loss_scaling(optimizer, self.config.mixed_precision)
             self.model.compile(optimizer=optimizer, jit_compile=self.config.jit_compile)
 
     def callbacks(self, state: Optional[RunState] = None, checkpoint: bool = False) -> list[tf_keras.callbacks.Callback]:
@@ -131,7 +150,7 @@ class FineTuneRun:
             batch = self.global_train_batch_size
             if len(self.datasets["train"]) < batch:
                 raise UserError(f"the train split has {len(self.datasets['train'])} examples, fewer than one batch "
-                                f"({batch}); lower --per_device_train_batch_size.")
+                                f"({batch}); lower --per_device_train_batch_size (or --gradient_accumulation_steps).")
 
 
 def resolve_monitor(config: TrainConfig, task: Task, model_config: PretrainedConfig) -> tuple[str, bool]:
@@ -151,13 +170,27 @@ def train(config: TrainConfig, extra_callbacks: Optional[list[tf_keras.callbacks
     """Fine-tune, evaluate, save and (optionally) predict, resuming an interrupted run in output_dir.
 
     Returns the results that are also written to all_results.json, with `extra_results` (e.g. the tuner's
-    best_hyperparameters) added.
+    best_hyperparameters) added. In a multi-worker run every worker calls this; only the chief writes output_dir
+    (and pushes to the Hub), the others write to a scratch folder that is removed at the end.
     """
+    strategy = resolve_strategy(config)
+    logger.info("Distribution: %s.", describe_strategy(strategy))
+    if is_chief(strategy):
+        return _train(config, strategy, extra_callbacks, extra_results)
+    resume_entries = () if config.overwrite_output_dir else (CHECKPOINT_DIR, RESULTS_FILE)
+    with worker_scratch_dir(config.output_dir, resume_entries) as scratch:
+        return _train(config.replace(output_dir=scratch, push_to_hub=False), strategy, extra_callbacks, extra_results)
+
+
+def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
+           extra_callbacks: Optional[list[tf_keras.callbacks.Callback]],
+           extra_results: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """`train` on this worker, writing into config.output_dir."""
     output_dir = config.output_dir
     checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     state = _prepare_output_dir(config, checkpoint_dir)
     uploader = _hub_uploader(config) if config.push_to_hub else None
-    run = FineTuneRun(config)
+    run = FineTuneRun(config, strategy)
     callbacks = [HubPushCallback(run.save, uploader)] if uploader and config.hub_strategy == "epoch" else []
     write_json(os.path.join(output_dir, "run_config.json"), config.to_dict())
     results: dict[str, Any] = {}
