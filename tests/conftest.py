@@ -1,6 +1,7 @@
 """Shared fixtures: tiny models and tokenizers built on the spot, small data files, the shared data and MiniLM."""
 from __future__ import annotations
 
+import csv
 import os
 import random
 from pathlib import Path
@@ -103,6 +104,21 @@ def sentiment_rows(count: int, seed: int = 0) -> list[tuple[str, str]]:
         word = rng.choice(positive if label == "positive" else negative)
         rows.append((f"the {rng.choice(nouns)} was very {word}", label))
     return rows
+
+
+def write_csv(path, rows, header=("text", "label")) -> str:
+    """Write rows under a header as CSV; returns the path as a string."""
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+
+def write_sentiment_files(directory, sizes: dict[str, int], header=("text", "label")) -> dict[str, str]:
+    """One sentiment CSV per split name, `sizes[name]` rows each (seeded by position)."""
+    return {name: write_csv(Path(directory) / f"{name}.csv", sentiment_rows(count, seed), header)
+            for seed, (name, count) in enumerate(sizes.items())}
 
 
 @pytest.fixture(scope="session")

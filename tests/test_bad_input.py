@@ -1,13 +1,12 @@
 """Bad input: one line naming the problem and the fix, exit code 2, no traceback, nothing trained or written."""
 from __future__ import annotations
 
-import csv
 import os
 import time
 
 import pytest
 
-from conftest import sentiment_rows
+from conftest import sentiment_rows, write_csv
 from tf_finetune.train import main
 
 
@@ -15,12 +14,7 @@ from tf_finetune.train import main
 def files(tmp_path):
     """Valid train/validation CSVs plus a few broken ones."""
     def write(name: str, rows: list[tuple], header=("text", "label")) -> str:
-        path = tmp_path / name
-        with open(path, "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(header)
-            writer.writerows(rows)
-        return str(path)
+        return write_csv(tmp_path / name, rows, header)
 
     return {
         "train": write("train.csv", sentiment_rows(16)),

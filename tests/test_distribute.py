@@ -13,7 +13,6 @@ MultiWorkerMirroredStrategy. Both must give the weights of one device with the s
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import sentiment_rows
+from conftest import write_sentiment_files
 from tf_finetune.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,15 +48,7 @@ def bert_without_dropout(tiny_bert, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def data_files(tmp_path_factory) -> dict[str, str]:
     directory = tmp_path_factory.mktemp("sentiment")
-    files = {}
-    for split, count, seed in (("train", 64, 0), ("validation", 16, 1)):
-        path = directory / f"{split}.csv"
-        with open(path, "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["sentence", "label"])
-            writer.writerows(sentiment_rows(count, seed))
-        files[split] = str(path)
-    return files
+    return write_sentiment_files(directory, {"train": 64, "validation": 16}, header=("sentence", "label"))
 
 
 def cli_args(model: Path, data_files: dict[str, str], output_dir: str, *extra: str) -> list[str]:

@@ -1,7 +1,6 @@
 """The notebooks under examples/ execute (quickstart) or are valid notebooks (those that need hardware we lack)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -1,7 +1,6 @@
 """Fine-tuning runs that push to a real HTTP Hub server on 127.0.0.1 (tests/hub_server.py)."""
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import logging
@@ -12,7 +11,7 @@ import pytest
 import tf_keras
 from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
-from conftest import sentiment_rows
+from conftest import write_sentiment_files
 from hub_server import TOKEN, HubServer, hub  # noqa: F401 - `hub` is a fixture
 from tf_finetune import push
 from tf_finetune.config import TrainConfig
@@ -23,14 +22,7 @@ from tf_finetune.training import train
 
 @pytest.fixture()
 def data_files(tmp_path):
-    paths = {}
-    for name, count, seed in (("train", 32, 0), ("valid", 16, 1)):
-        paths[name] = str(tmp_path / f"{name}.csv")
-        with open(paths[name], "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["text", "label"])
-            writer.writerows(sentiment_rows(count, seed))
-    return paths
+    return write_sentiment_files(tmp_path, {"train": 32, "valid": 16})
 
 
 def push_config(tiny_bert, data_files, tmp_path, **overrides) -> TrainConfig:

@@ -1,7 +1,6 @@
 """The training workflow: learning, outputs, best-model restore, early stopping, resume after a crash, seeds."""
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -10,7 +9,7 @@ import pytest
 import tf_keras
 from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
-from conftest import sentiment_rows
+from conftest import write_sentiment_files
 from tf_finetune.callbacks import RunState
 from tf_finetune.config import TrainConfig
 from tf_finetune.training import FineTuneRun, train
@@ -18,13 +17,7 @@ from tf_finetune.training import FineTuneRun, train
 
 @pytest.fixture()
 def config(tiny_bert, tmp_path) -> TrainConfig:
-    paths = {}
-    for name, count, seed in (("train", 128, 0), ("valid", 32, 1)):
-        paths[name] = str(tmp_path / f"{name}.csv")
-        with open(paths[name], "w", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["text", "label"])
-            writer.writerows(sentiment_rows(count, seed))
+    paths = write_sentiment_files(tmp_path, {"train": 128, "valid": 32})
     return TrainConfig(task="text-classification", model_name_or_path=str(tiny_bert), train_file=paths["train"],
                        validation_file=paths["valid"], output_dir=str(tmp_path / "out"), num_train_epochs=3,
                        per_device_train_batch_size=8, learning_rate=3e-3, verbose=0)

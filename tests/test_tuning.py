@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import sentiment_rows
+from conftest import sentiment_rows, write_csv
 from tf_finetune.config import TrainConfig
 from tf_finetune.errors import UserError
 from tf_finetune.train import main
@@ -26,13 +26,6 @@ SPACE = {"learning_rate": {"type": "choice", "values": [1e-5, 5e-3]},
          "weight_decay": {"type": "float", "min_value": 0.0, "max_value": 0.1}}
 
 
-def write_csv(path: Path, rows: list[tuple[str, str]]) -> str:
-    with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["sentence", "label"])
-        writer.writerows(rows)
-    return str(path)
-
 
 def write_space(path: Path, space: dict) -> str:
     path.write_text(json.dumps(space))
@@ -42,8 +35,8 @@ def write_space(path: Path, space: dict) -> str:
 def tune_config(tiny_bert: Path, tmp_path: Path, space: dict = SPACE, **overrides) -> TrainConfig:
     """A search on 32 training and 16 validation sentences with the tiny BERT."""
     values = dict(task="text-classification", model_name_or_path=str(tiny_bert), output_dir=str(tmp_path / "out"),
-                  train_file=write_csv(tmp_path / "train.csv", sentiment_rows(32)),
-                  validation_file=write_csv(tmp_path / "valid.csv", sentiment_rows(16, seed=1)),
+                  train_file=write_csv(tmp_path / "train.csv", sentiment_rows(32), header=("sentence", "label")),
+                  validation_file=write_csv(tmp_path / "valid.csv", sentiment_rows(16, seed=1), header=("sentence", "label")),
                   tune_space=write_space(tmp_path / "space.json", space), tune="random", max_trials=2,
                   tune_retrain=False, verbose=0)
     return TrainConfig(**{**values, **overrides})

@@ -33,7 +33,8 @@ IGNORE_PATTERNS = ("checkpoint/**", "checkpoint-*/**", "tuning/**", ".tmp*", "**
 FRAMEWORKS = ("transformers", "tensorflow", "tf-keras", "datasets", "tf-finetune")
 _NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second")
 # The run_config.json fields that a model card lists as training hyperparameters.
-CARD_HYPERPARAMETERS = ("learning_rate", "num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
+CARD_HYPERPARAMETERS = ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
+                        "per_device_eval_batch_size",
                         "gradient_accumulation_steps", "weight_decay", "warmup_ratio", "warmup_steps", "max_grad_norm",
                         "max_seq_length", "block_size", "mlm_probability", "seed", "mixed_precision", "strategy")
 

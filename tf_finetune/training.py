@@ -107,15 +107,17 @@ class FineTuneRun:
             optimizer = with_loss_scaling(optimizer, self.config.mixed_precision)
             self.model.compile(optimizer=optimizer, jit_compile=self.config.jit_compile)
 
-    def callbacks(self, state: Optional[RunState] = None, checkpoint: bool = False) -> list[tf_keras.callbacks.Callback]:
+    def callbacks(self, state: Optional[RunState] = None,
+                  checkpoint: bool = False) -> list[tf_keras.callbacks.Callback]:
         """The run's callbacks in order: metrics, best model / early stop, history, checkpoint, progress bar."""
         state = state or RunState()
         output_dir = self.config.output_dir
         callbacks: list[tf_keras.callbacks.Callback] = []
         if self.eval_dataset is not None and self.config.do_eval:
             callbacks.append(EvaluationCallback(self.evaluate))
+            best_weights = os.path.join(output_dir, CHECKPOINT_DIR, BEST_WEIGHTS_FILE)
             callbacks.append(BestModelCallback(
-                state, self.monitor, self.greater_is_better, os.path.join(output_dir, CHECKPOINT_DIR, BEST_WEIGHTS_FILE),
+                state, self.monitor, self.greater_is_better, best_weights,
                 patience=self.config.early_stopping_patience, restore=self.config.load_best_model_at_end))
         callbacks.append(HistoryCallback(state, output_dir))
         if checkpoint:

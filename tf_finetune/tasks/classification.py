@@ -125,6 +125,7 @@ def encode_labels(raw_datasets: datasets.DatasetDict, names: Optional[list[str]]
             encoded[split] = dataset.cast_column(LABEL, class_label)
         else:
             strings = datasets.Features({**dataset.features, LABEL: datasets.Value("string")})
-            encoded[split] = dataset.map(lambda batch: {LABEL: [str(v) for v in batch[LABEL]]}, batched=True,
-                                         features=strings, desc=f"Reading {split} labels").cast_column(LABEL, class_label)
+            as_strings = dataset.map(lambda batch: {LABEL: [str(v) for v in batch[LABEL]]}, batched=True,
+                                     features=strings, desc=f"Reading {split} labels")
+            encoded[split] = as_strings.cast_column(LABEL, class_label)
     return datasets.DatasetDict(encoded)

@@ -96,7 +96,8 @@ class GlueTask(SequenceClassificationTask):
         if directory and not os.path.isdir(directory):
             raise UserError(f"--data_dir {config.data_dir} has no {self.spec.directory}/ folder; point it at the "
                             "GLUE data in its original layout (e.g. SST-2/train.tsv).")
-        files = {"train": (config.train_file, "train.tsv"), "validation": (config.validation_file, self.spec.validation[0])}
+        files = {"train": (config.train_file, "train.tsv"),
+                 "validation": (config.validation_file, self.spec.validation[0])}
         if config.do_predict:
             files["test"] = (config.test_file, self.spec.test[0])
         paths = {split: given or (os.path.join(directory, name) if directory else None)
