@@ -1,6 +1,7 @@
 """Bad input: one line naming the problem and the fix, exit code 2, no traceback, nothing trained or written."""
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -23,7 +24,20 @@ def files(tmp_path):
         "empty": write("empty.csv", []),
         "no_label": write("no_label.csv", [(s,) for s, _ in sentiment_rows(4)], header=("text",)),
         "dir": str(tmp_path),
+        "null_label": _write_jsonl(tmp_path / "null.jsonl", [{"text": "the film was good", "label": None}]),
+        "no_tokenizer": _model_without_tokenizer(tmp_path / "no-tokenizer"),
     }
+
+
+def _write_jsonl(path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def _model_without_tokenizer(directory) -> str:
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({"model_type": "bert", "vocab_size": 100}))
+    return str(directory)
 
 
 def run(capsys, tmp_path, *args: str) -> tuple[int, str]:
@@ -46,6 +60,10 @@ CASES = {
     "zero batch size": (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be a positive number"),
     "negative epochs": (["--num_train_epochs", "-1"], "--num_train_epochs must be a positive number"),
     "zero learning rate": (["--learning_rate", "0"], "--learning_rate must be positive"),
+    "unknown metric_for_best_model": (["--metric_for_best_model", "acc"], "'eval_acc' is not among the validation"),
+    "do_predict without a test split": (["--do_predict", "true"], "--do_predict needs a test split"),
+    "examples without a label": (["--validation_file", "{null_label}"], "examples without a label"),
+    "model directory without tokenizer": (["--model_name_or_path", "{no_tokenizer}"], "cannot load a tokenizer"),
 }
 
 
@@ -91,3 +109,12 @@ def test_unreachable_hub_fails_in_seconds(what, capsys, tmp_path, files, tiny_be
     start = time.perf_counter()
     code, err = run(capsys, tmp_path, *args)
     assert code == 2 and "cannot be reached" in err and time.perf_counter() - start < 15
+
+
+def test_overwrite_keeps_the_previous_run_when_the_new_input_is_bad(capsys, tmp_path, files, tiny_bert):
+    args = ["--task", "text-classification", "--model_name_or_path", str(tiny_bert), "--train_file", files["train"],
+            "--validation_file", files["valid"], "--verbose", "0"]
+    assert run(capsys, tmp_path, *args)[0] == 0
+    code, err = run(capsys, tmp_path, *args, "--overwrite_output_dir", "--text_column", "review")
+    assert code == 2 and (tmp_path / "out" / "all_results.json").is_file()
+    assert (tmp_path / "out" / "checkpoint" / "trainer_state.json").is_file()

@@ -45,8 +45,17 @@ def test_validation_names_the_field(field, value):
         TrainConfig(**{field: value}).validate()
 
 
-def test_saved_form_has_no_token():
-    assert "hub_token" not in TrainConfig(hub_token="hf_secret").to_dict()
+def test_saved_and_shown_forms_have_no_token():
+    config = TrainConfig(hub_token="hf_secret")
+    assert "hub_token" not in config.to_dict() and "hf_secret" not in repr(config)
+
+
+@pytest.mark.parametrize("values", [{"num_train_epochs": [2]}, {"text_column": "ab"}, {"do_train": 3}])
+def test_config_file_values_must_have_the_field_type(tmp_path, values):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(UserError, match=f"{next(iter(values))} must be"):
+        parse("--config", str(path))
 
 
 def test_list_tasks(capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 
 import pytest
 import tf_keras
@@ -12,6 +13,7 @@ from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 from conftest import write_sentiment_files
 from tf_finetune.callbacks import RunState
 from tf_finetune.config import TrainConfig
+from tf_finetune.errors import UserError
 from tf_finetune.training import FineTuneRun, train
 
 
@@ -129,3 +131,18 @@ def test_outputs_get_the_usual_file_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_resuming_with_other_settings_is_refused(config):
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=[CrashAfterEpoch(1)])
+    with pytest.raises(UserError, match="interrupted run with other settings \\(learning_rate"):
+        train(config.replace(learning_rate=1e-4))
+    assert train(config.replace(verbose=2))["epoch"] == 3  # a setting that does not change training may differ
+
+
+def test_only_the_best_epochs_weights_are_kept(config):
+    train(config)
+    state = RunState.load(f"{config.output_dir}/checkpoint")
+    kept = sorted(p.name for p in Path(config.output_dir, "checkpoint").glob("best_model-epoch*.h5"))
+    assert kept == [state.best_weights_file] == [f"best_model-epoch{state.best_epoch}.h5"]

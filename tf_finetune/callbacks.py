@@ -7,6 +7,7 @@ resumed run starts from.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import logging
 import math
@@ -25,7 +26,9 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.json"
 # Legacy HDF5 weights (by layer name), not tf-keras' `.weights.h5` format: that one also stores the metrics' state,
 # and loading it into a model with several replicas fails (on-read variables cannot take an h5py dataset).
-BEST_WEIGHTS_FILE = "best_model.h5"
+# One file per best epoch (best_model-epoch3.h5): the run state names the current one, so a kill between saving the
+# weights and saving the state never leaves weights that the state does not describe.
+BEST_WEIGHTS_PATTERN = "best_model-epoch{epoch}.h5"
 
 
 @dataclass
@@ -39,6 +42,7 @@ class RunState:
     epochs_without_improvement: int = 0
     stopped_early: bool = False
     checkpoint_path: Optional[str] = None
+    best_weights_file: Optional[str] = None
 
     def save(self, checkpoint_dir: str) -> None:
         """Write the state atomically into checkpoint_dir."""
@@ -67,13 +71,13 @@ class BestModelCallback(tf_keras.callbacks.Callback):
     """Saves the weights of the best epoch by `monitor`, stops after `patience` epochs without improvement, and
     (with `restore`) puts the best weights back when training ends."""
 
-    def __init__(self, state: RunState, monitor: str, greater_is_better: bool, weights_path: str,
+    def __init__(self, state: RunState, monitor: str, greater_is_better: bool, weights_dir: str,
                  patience: Optional[int] = None, restore: bool = True):
         super().__init__()
         self.state = state
         self.monitor = monitor
         self.greater_is_better = greater_is_better
-        self.weights_path = weights_path
+        self.weights_dir = weights_dir
         self.patience = patience
         self.restore = restore
 
@@ -84,9 +88,10 @@ class BestModelCallback(tf_keras.callbacks.Callback):
                             f"({', '.join(sorted(logs))}); pass one of them to --metric_for_best_model.")
         value = float(logs[self.monitor])
         if self._improves(value):
-            self.state.best_metric, self.state.best_epoch = value, epoch + 1
+            name = BEST_WEIGHTS_PATTERN.format(epoch=epoch + 1)
+            write_atomic(os.path.join(self.weights_dir, name), self.model.save_weights)
+            self.state.best_metric, self.state.best_epoch, self.state.best_weights_file = value, epoch + 1, name
             self.state.epochs_without_improvement = 0
-            write_atomic(self.weights_path, self.model.save_weights)
         else:
             self.state.epochs_without_improvement += 1
             if self.patience is not None and self.state.epochs_without_improvement >= self.patience:
@@ -95,8 +100,7 @@ class BestModelCallback(tf_keras.callbacks.Callback):
                 self.model.stop_training = True
 
     def on_train_end(self, logs: Optional[dict] = None) -> None:
-        if self.restore and os.path.isfile(self.weights_path):
-            self.model.load_weights(self.weights_path)
+        if self.restore and restore_best_weights(self.model, self.weights_dir, self.state):
             logger.info("Restored the weights of epoch %s (%s = %.4f).", self.state.best_epoch, self.monitor,
                         self.state.best_metric)
 
@@ -134,6 +138,18 @@ class CheckpointCallback(tf_keras.callbacks.Callback):
         self.state.epoch = epoch + 1
         self.state.checkpoint_path = self.manager.save(checkpoint_number=epoch + 1)
         self.state.save(self.checkpoint_dir)
+        for stale in glob.glob(os.path.join(self.checkpoint_dir, BEST_WEIGHTS_PATTERN.format(epoch="*"))):
+            if os.path.basename(stale) != self.state.best_weights_file:
+                os.remove(stale)
+
+
+def restore_best_weights(model: tf_keras.Model, weights_dir: str, state: RunState) -> bool:
+    """Load the weights of the state's best epoch, if they were saved; return whether they were."""
+    path = os.path.join(weights_dir, state.best_weights_file or "")
+    if not state.best_weights_file or not os.path.isfile(path):
+        return False
+    model.load_weights(path)
+    return True
 
 
 class HubPushCallback(tf_keras.callbacks.Callback):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -87,7 +88,8 @@ class TrainConfig:
     # Hub
     push_to_hub: bool = _arg(False, "Upload the model, results and a model card to the Hub.")
     hub_model_id: Optional[str] = _arg(None, "Repository id (default: <user>/<output_dir name>).")
-    hub_token: Optional[str] = _arg(None, "Hub token (default: HF_TOKEN or the saved login). Never saved.")
+    hub_token: Optional[str] = field(default=None, repr=False, metadata={
+        "help": "Hub token (default: HF_TOKEN or the saved login). Never saved or shown."})
     hub_private_repo: bool = _arg(False, "Create the repository as private.")
     hub_strategy: str = _arg("end", "When to upload: after every epoch or only at the end.", choices=["epoch", "end"])
 
@@ -117,6 +119,7 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check values that need no model or data; raise UserError naming the field and the fix."""
+        self._check_types()
         for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "max_seq_length", "gradient_accumulation_steps", "block_size", "max_trials"):
             if getattr(self, name) <= 0:
@@ -131,13 +134,36 @@ class TrainConfig:
             raise UserError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}.")
         if not 0 < self.tune_train_fraction <= 1:
             raise UserError(f"--tune_train_fraction must be in (0, 1], got {self.tune_train_fraction}.")
+        for name in ("warmup_steps", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name} must not be negative, got {getattr(self, name)}.")
+        if self.adam_epsilon <= 0:
+            raise UserError(f"--adam_epsilon must be positive, got {self.adam_epsilon}.")
         for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "early_stopping_patience",
-                     "pad_to_multiple_of"):
+                     "pad_to_multiple_of", "preprocessing_num_workers"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"--{name} must be a positive number, got {value}.")
         if self.text_column is not None and not 1 <= len(self.text_column) <= 2:
             raise UserError(f"--text_column takes one or two column names, got {len(self.text_column)}.")
+
+    def _check_types(self) -> None:
+        """Values from config files and notebooks bypass argparse: check each has its field's type."""
+        hints = typing.get_type_hints(TrainConfig)
+        for name, hint in hints.items():
+            value = getattr(self, name)
+            allowed = tuple(t for t in typing.get_args(hint) if t is not type(None)) or (hint,)
+            if value is None and type(None) in typing.get_args(hint):
+                continue
+            expected = tuple(typing.get_origin(t) or t for t in allowed)
+            ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+            if float in expected and isinstance(value, int) and not isinstance(value, bool):
+                ok = True
+            if ok and isinstance(value, list):
+                ok = all(isinstance(item, str) for item in value)
+            if not ok:
+                names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+                raise UserError(f"{name} must be {'a list of str' if list in expected else names}, got {value!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, without secrets: what gets saved next to a run."""

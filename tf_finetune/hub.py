@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # Never uploaded: resumable training state, hyperparameter-search state and half-written temporary files.
 IGNORE_PATTERNS = ("checkpoint/**", "checkpoint-*/**", "tuning/**", ".tmp*", "**/.tmp*", "*.tmp")
 FRAMEWORKS = ("transformers", "tensorflow", "tf-keras", "datasets", "tf-finetune")
-_NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second")
+_NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "samples")
 # The run_config.json fields that a model card lists as training hyperparameters.
 CARD_HYPERPARAMETERS = ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
                         "per_device_eval_batch_size",

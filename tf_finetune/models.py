@@ -36,6 +36,9 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
                                                   local_files_only=cache_only(name_or_path))
     except OSError as error:
         raise _not_loadable(name_or_path, error) from error
+    except (TypeError, ValueError) as error:  # e.g. a model directory without tokenizer files
+        raise UserError(f"cannot load a tokenizer from {name_or_path} ({type(error).__name__}); pass one that "
+                        "has tokenizer files with --tokenizer_name.") from error
     if not tokenizer.is_fast:
         raise UserError(f"{name_or_path} has no fast tokenizer (tokenizer.json); tf-finetune needs one.")
     return tokenizer
@@ -52,9 +55,13 @@ def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig
     if weights is None:
         raise UserError(f"{name_or_path} has no TensorFlow weights (tf_model.h5) nor model.safetensors; "
                         "export it with save_pretrained or pass another checkpoint.")
-    if weights.endswith(".safetensors") and _safetensors_format(weights) == "pt":
-        return _load_pytorch_safetensors(auto_class, config, weights)
-    return auto_class.from_pretrained(name_or_path, config=config, local_files_only=cache_only(name_or_path))
+    try:
+        if weights.endswith(".safetensors") and _safetensors_format(weights) == "pt":
+            return _load_pytorch_safetensors(auto_class, config, weights)
+        return auto_class.from_pretrained(name_or_path, config=config, local_files_only=cache_only(name_or_path))
+    except ValueError as error:  # e.g. a classifier head trained for another number of labels
+        raise UserError(f"cannot load the weights of {name_or_path} into {auto_class_name}: "
+                        f"{str(error).strip().splitlines()[0]}; start from a checkpoint without that head.") from error
 
 
 def cache_only(name_or_path: str) -> bool:

@@ -8,17 +8,24 @@ import tempfile
 from typing import Any, Callable
 
 
+
+def _read_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()  # read once: setting it is process-wide, so not while upload threads write files
+
 def write_atomic(path: str, write: Callable[[str], None]) -> None:
     """Call write(temp_path) next to `path`, then move the result over `path` in one step."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
         write(temp_path)
-        os.chmod(temp_path, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(temp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(temp_path, path)
     finally:
         if os.path.exists(temp_path):

@@ -13,8 +13,9 @@ import tf_keras
 from transformers import PretrainedConfig, create_optimizer
 
 from tf_finetune.accumulation import accumulate_gradients
-from tf_finetune.callbacks import (BEST_WEIGHTS_FILE, BestModelCallback, CheckpointCallback, EvaluationCallback,
-                                   HistoryCallback, HubPushCallback, RunState)
+from tf_finetune.callbacks import (BestModelCallback, CheckpointCallback, EvaluationCallback,
+                                   HistoryCallback, HubPushCallback, RunState,
+                                   restore_best_weights)
 from tf_finetune.config import TrainConfig
 from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_shapes, pad_multiple, precision_policy,
                                     resolve_strategy, shard_by_data, static_shape_dataset, use_xla, with_loss_scaling,
@@ -22,14 +23,19 @@ from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_sh
 from tf_finetune.errors import UserError
 from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
 from tf_finetune.models import load_model, load_model_config, load_tokenizer, max_model_length
-from tf_finetune.outputs import save_pretrained_atomic, write_json, write_text
+from tf_finetune.outputs import read_json, save_pretrained_atomic, write_json, write_text
 from tf_finetune.tasks import get_task
-from tf_finetune.tasks.base import Task
+from tf_finetune.tasks.base import Task, lower_is_better
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 RESULTS_FILE = "all_results.json"
+UNPREFIXED_RESULTS = ("perplexity",)  # results named as in the Hugging Face examples, without eval_
+# Settings an interrupted run may be resumed with although they differ: they do not change its training.
+RESUME_MAY_CHANGE = {"output_dir", "overwrite_output_dir", "overwrite_cache", "preprocessing_num_workers", "verbose",
+                     "do_predict", "test_file", "max_predict_samples", "push_to_hub", "hub_model_id",
+                     "hub_private_repo", "hub_strategy"}
 
 
 class FineTuneRun:
@@ -69,6 +75,11 @@ class FineTuneRun:
         self.train_dataset = self.tf_dataset("train", training=True) if "train" in self.datasets else None
         self.eval_dataset = self.tf_dataset("validation", training=False) if "validation" in self.datasets else None
         self.monitor, self.greater_is_better = resolve_monitor(config, self.task, self.model_config)
+        if config.do_eval:
+            keys = self.task.result_keys(config, self.model_config)
+            if self.monitor not in keys:
+                raise UserError(f"metric_for_best_model {self.monitor!r} is not among the validation results "
+                                f"({', '.join(keys)}); pass one of them to --metric_for_best_model.")
 
     @property
     def global_train_batch_size(self) -> int:
@@ -115,9 +126,8 @@ class FineTuneRun:
         callbacks: list[tf_keras.callbacks.Callback] = []
         if self.eval_dataset is not None and self.config.do_eval:
             callbacks.append(EvaluationCallback(self.evaluate))
-            best_weights = os.path.join(output_dir, CHECKPOINT_DIR, BEST_WEIGHTS_FILE)
             callbacks.append(BestModelCallback(
-                state, self.monitor, self.greater_is_better, best_weights,
+                state, self.monitor, self.greater_is_better, os.path.join(output_dir, CHECKPOINT_DIR),
                 patience=self.config.early_stopping_patience, restore=self.config.load_best_model_at_end))
         callbacks.append(HistoryCallback(state, output_dir))
         if checkpoint:
@@ -131,8 +141,6 @@ class FineTuneRun:
 
     def predict(self) -> list[str]:
         """One prediction string per test example."""
-        if "test" not in self.datasets:
-            raise UserError("--do_predict needs a test split; pass --test_file (GLUE: test.tsv in --data_dir).")
         return self.task.predict(self.model, self.tf_dataset("test", training=False), self.datasets["test"],
                                  self.config)
 
@@ -148,6 +156,8 @@ class FineTuneRun:
                     "--validation_file", "--validation_file (or --do_eval false)"))
             if len(self.datasets[split]) == 0:
                 raise UserError(f"the {split} split is empty; check the data and --max_*_samples.")
+        if self.config.do_predict and "test" not in self.datasets:
+            raise UserError("--do_predict needs a test split; pass --test_file (GLUE: test.tsv in --data_dir).")
         if self.config.do_train:
             batch = self.global_train_batch_size
             if len(self.datasets["train"]) < batch:
@@ -159,11 +169,11 @@ def resolve_monitor(config: TrainConfig, task: Task, model_config: PretrainedCon
     """The validation metric that picks the best epoch (`eval_*` name) and whether larger values are better."""
     task_metric, task_greater = task.main_metric(config, model_config)
     name = config.metric_for_best_model or task_metric
-    if not name.startswith("eval_"):
+    if not name.startswith("eval_") and name not in UNPREFIXED_RESULTS:
         name = f"eval_{name}"
     greater = config.greater_is_better
     if greater is None:
-        greater = task_greater if name == task_metric else not name.endswith("loss")
+        greater = task_greater if name == task_metric else not lower_is_better(name)
     return name, greater
 
 
@@ -190,9 +200,11 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     """`train` on this worker, writing into config.output_dir."""
     output_dir = config.output_dir
     checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
-    state = _prepare_output_dir(config, checkpoint_dir)
+    state = _resume_state(config, checkpoint_dir)
+    run = FineTuneRun(config, strategy)  # checks the data and the model before anything is removed or created
+    if config.overwrite_output_dir:
+        _remove_previous_run(output_dir)
     uploader = _hub_uploader(config) if config.push_to_hub else None
-    run = FineTuneRun(config, strategy)
     callbacks = [HubPushCallback(run.save, uploader)] if uploader and config.hub_strategy == "epoch" else []
     write_json(os.path.join(output_dir, "run_config.json"), config.to_dict())
     results: dict[str, Any] = {}
@@ -206,8 +218,8 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
             run.model.fit(run.train_dataset, epochs=config.num_train_epochs, initial_epoch=state.epoch,
                           callbacks=[*run.callbacks(state, checkpoint=True), *callbacks, *(extra_callbacks or [])],
                           verbose=config.verbose)
-        else:
-            _restore_best_weights(run, checkpoint_dir)
+        elif config.load_best_model_at_end:
+            restore_best_weights(run.model, checkpoint_dir, state)
         runtime = time.perf_counter() - start
         samples = (state.epoch - start_epoch) * run.steps_per_epoch * run.global_train_batch_size
         results.update(epoch=state.epoch, train_runtime=round(runtime, 3),
@@ -247,24 +259,34 @@ def _hub_uploader(config: TrainConfig) -> HubUploader:
     return HubUploader(config.output_dir, repo_id, config.hub_token)
 
 
-def _restore_best_weights(run: FineTuneRun, checkpoint_dir: str) -> None:
-    """Load the best epoch's weights of a run whose training had already finished."""
-    best = os.path.join(checkpoint_dir, BEST_WEIGHTS_FILE)
-    if run.config.load_best_model_at_end and os.path.isfile(best):
-        run.model.load_weights(best)
-
-
-def _prepare_output_dir(config: TrainConfig, checkpoint_dir: str) -> RunState:
-    """Decide between a fresh start and a resume; refuse to overwrite a finished run by accident."""
+def _resume_state(config: TrainConfig, checkpoint_dir: str) -> RunState:
+    """The state to start from: fresh, or an interrupted run's, whose settings must match; never a finished run's."""
     output_dir = config.output_dir
     if config.overwrite_output_dir:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        for name in (RESULTS_FILE, "history.json", "history.csv"):
-            if os.path.exists(os.path.join(output_dir, name)):
-                os.remove(os.path.join(output_dir, name))
         return RunState()
     if os.path.isfile(os.path.join(output_dir, RESULTS_FILE)):
         raise UserError(f"{output_dir} already holds a finished run ({RESULTS_FILE}); pass --overwrite_output_dir "
                         "or another --output_dir.")
     state = RunState.load(checkpoint_dir)
+    saved_config = os.path.join(output_dir, "run_config.json")
+    if state and os.path.isfile(saved_config):
+        saved, current = read_json(saved_config), config.to_dict()
+        changed = [name for name in current if name not in RESUME_MAY_CHANGE and saved.get(name) != current[name]]
+        if changed:
+            name = changed[0]
+            raise UserError(f"{output_dir} holds an interrupted run with other settings ({name}: {saved.get(name)!r} "
+                            f"then, {current[name]!r} now); rerun it as it was to resume, or pass "
+                            "--overwrite_output_dir.")
     return state or RunState()
+
+
+def _remove_previous_run(output_dir: str) -> None:
+    """Remove what an earlier run left in output_dir (checkpoints, results, predictions, model card)."""
+    if not os.path.isdir(output_dir):
+        return
+    shutil.rmtree(os.path.join(output_dir, CHECKPOINT_DIR), ignore_errors=True)
+    leftovers = ["README.md", "eval_results.json", RESULTS_FILE, "history.json", "history.csv"]
+    leftovers += [name for name in os.listdir(output_dir) if name.startswith("predict_results_")]
+    for name in leftovers:
+        if os.path.exists(os.path.join(output_dir, name)):
+            os.remove(os.path.join(output_dir, name))

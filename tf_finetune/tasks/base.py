@@ -42,6 +42,10 @@ class Task(abc.ABC):
         """The `eval_*` key that picks the best epoch, and whether greater is better."""
 
     @abc.abstractmethod
+    def result_keys(self, config: "TrainConfig", model_config: "PretrainedConfig") -> list[str]:
+        """The keys `evaluate` returns, known before training (loading the metrics, so a bad one fails early)."""
+
+    @abc.abstractmethod
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, dataset: "Dataset",
                  config: "TrainConfig") -> dict[str, float]:
         """Validation results with `eval_` keys (eval_loss and the task's metrics)."""
@@ -50,3 +54,8 @@ class Task(abc.ABC):
                 config: "TrainConfig") -> list[str]:
         """One prediction string per test example, for predict_results_<task>.txt."""
         raise NotImplementedError(f"task {self.name} does not write test predictions")
+
+
+def lower_is_better(result_key: str) -> bool:
+    """Whether a smaller value of a result is better: losses, errors, perplexity."""
+    return result_key.endswith(("loss", "error", "perplexity", "mse", "mae"))

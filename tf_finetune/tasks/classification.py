@@ -14,7 +14,7 @@ from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.tasks.base import Task
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase, TFPreTrainedModel
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
 
     from tf_finetune.config import TrainConfig
 
@@ -70,6 +70,15 @@ class SequenceClassificationTask(Task):
 
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=config.pad_to_multiple_of, return_tensors="np")
 
+    def result_keys(self, config: "TrainConfig", model_config: "PretrainedConfig") -> list[str]:
+        regression = model_config.problem_type == "regression"
+        sample = np.array([0.5, 1.0, 2.5], dtype=np.float32) if regression else np.array([0, 1, 1, 0])
+        keys = ["eval_loss"]
+        for name, config_name, kwargs in self.metrics(config, regression):
+            scores = compute_metrics(load_metric(name, config_name), sample, sample, **kwargs)
+            keys += [f"eval_{key}" for key in scores]
+        return keys
+
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, dataset: datasets.Dataset,
                  config: "TrainConfig") -> dict[str, float]:
         logits = model.predict(tf_dataset, verbose=0).logits
@@ -105,6 +114,9 @@ def encode_labels(raw_datasets: datasets.DatasetDict, names: Optional[list[str]]
     split whose labels are unknown (GLUE's -1) loses its label column.
     """
     integer_indices = names is not None
+    for split, dataset in raw_datasets.items():
+        if split != "test" and LABEL in dataset.column_names and None in dataset.unique(LABEL):
+            raise UserError(f"{split} data has examples without a label; fill in or remove them.")
     if names is None:
         names = [str(value) for value in sorted(set(raw_datasets["train"][LABEL]))]
     class_label = datasets.ClassLabel(names=names)

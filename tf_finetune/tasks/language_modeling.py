@@ -116,6 +116,9 @@ class LanguageModelingTask(Task):
     def main_metric(self, config: "TrainConfig", model_config: "PretrainedConfig") -> tuple[str, bool]:
         return "eval_loss", False
 
+    def result_keys(self, config: "TrainConfig", model_config: "PretrainedConfig") -> list[str]:
+        return ["eval_loss", "perplexity"]
+
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, dataset: datasets.Dataset,
                  config: "TrainConfig") -> dict[str, float]:
         """Mean loss per labelled token over the whole split, and its perplexity."""

@@ -8,6 +8,7 @@ import datasets
 from tf_finetune.data import load_data_file, load_hub_dataset, require_columns
 from tf_finetune.errors import UserError
 from tf_finetune.tasks import register_task
+from tf_finetune.tasks.base import lower_is_better
 from tf_finetune.tasks.classification import LABEL, SequenceClassificationTask, encode_labels
 
 if TYPE_CHECKING:
@@ -65,8 +66,9 @@ class TextClassificationTask(SequenceClassificationTask):
         return [("accuracy", None, {}), ("f1", None, {"average": "macro"})]
 
     def main_metric(self, config: "TrainConfig", model_config: "PretrainedConfig") -> tuple[str, bool]:
-        if config.metric:
-            return f"eval_{config.metric.rstrip('/').split('/')[-1].removesuffix('.py')}", True
+        if config.metric:  # the metric's first result, e.g. eval_matthews_correlation
+            first = self.result_keys(config, model_config)[1]
+            return first, not lower_is_better(first)
         return ("eval_pearsonr", True) if model_config.problem_type == "regression" else ("eval_accuracy", True)
 
     @staticmethod
