@@ -48,6 +48,8 @@ def test_learns_and_writes_every_output(config, tmp_path):
     saved = json.loads((out / "run_config.json").read_text())
     assert saved["learning_rate"] == 3e-3 and "hub_token" not in saved
     assert not [p for p in out.rglob(".tmp*")]
+    card = (out / "README.md").read_text()
+    assert "model-index" in card and f"value: {results['eval_accuracy']}" in card
     model = TFAutoModelForSequenceClassification.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)
     logits = model(tokenizer(["the film was very superb", "the plot was very awful"], return_tensors="tf")).logits

@@ -242,8 +242,9 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     write_json(os.path.join(output_dir, RESULTS_FILE), results)
     logger.info("Results: %s", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in results.items()))
+    repo_id = uploader.repo_id if uploader else config.hub_model_id or os.path.basename(os.path.abspath(output_dir))
+    write_model_card_for_run(output_dir, repo_id, task_type=run.task.pipeline_tag)
     if uploader:
-        write_model_card_for_run(output_dir, uploader.repo_id, task_type=run.task.pipeline_tag)
         uploader.push("End of training")
         if uploader.wait():
             logger.info("Pushed %s to the Hub as %s.", output_dir, uploader.repo_id)
