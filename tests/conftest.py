@@ -36,15 +36,17 @@ def build_tiny_tokenizer(directory: Path):
     return tokenizer
 
 
-def build_tiny_bert(directory: Path) -> Path:
+def build_tiny_bert(directory: Path, seed: int = 0) -> Path:
     """A one-layer, 32-wide BERT encoder saved with save_pretrained (tf_model.h5) plus its tokenizer."""
     import tf_finetune  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
+    import tf_keras
     from transformers import BertConfig, TFBertModel
 
     tokenizer = build_tiny_tokenizer(directory)
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128,
                         initializer_range=0.2)
+    tf_keras.utils.set_random_seed(seed)
     model = TFBertModel(config)
     model(model.dummy_inputs)
     model.save_pretrained(directory)
