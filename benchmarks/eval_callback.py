@@ -48,7 +48,7 @@ def main() -> None:
     theirs = KerasMetricCallback(metric_fn, eval_dataset=run.eval_dataset, batch_size=config.per_device_eval_batch_size)
     ours = EvaluationCallback(run.evaluate)
     median_seconds(ours, run.model, 1)  # warm-up: traces the predict function once
-    print(f"validation examples: {len(run.datasets['validation'])}")
+    print(f"validation examples: {len(run.splits['validation'].features)}")
     print(f"tf-finetune EvaluationCallback (metrics + eval_loss): {median_seconds(ours, run.model, args.repeats):.2f} s")
     print(f"transformers KerasMetricCallback (metrics only):       {median_seconds(theirs, run.model, args.repeats):.2f} s")
 

@@ -67,10 +67,10 @@ def main() -> None:
     if args.output_dir:
         run.save(args.output_dir)
 
-    masked = sum(sum(label != -100 for label in labels) for labels in run.datasets["validation"]["labels"])
+    masked = sum(sum(label != -100 for label in labels) for labels in run.splits["validation"].features["labels"])
     print(f"model                {config.model_name_or_path}")
-    print(f"train                {len(run.datasets['train'])} blocks x {args.block_size} tokens from valid.txt")
-    print(f"eval                 {len(run.datasets['validation'])} blocks x {args.block_size} tokens from test.txt "
+    print(f"train                {len(run.splits['train'].features)} blocks x {args.block_size} tokens from valid.txt")
+    print(f"eval                 {len(run.splits['validation'].features)} blocks x {args.block_size} tokens from test.txt "
           f"({masked} masked tokens, fixed)")
     print(f"batch size           {args.batch_size} (eval {args.eval_batch_size}), learning rate {args.learning_rate}, "
           f"{args.epochs} epoch(s), {run.steps_per_epoch} steps/epoch")

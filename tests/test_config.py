@@ -61,3 +61,21 @@ def test_config_file_values_must_have_the_field_type(tmp_path, values):
 def test_list_tasks(capsys):
     assert parse("--list_tasks") is None
     assert {"sst2", "mnli-mm", "text-classification"} <= set(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("field,value,hint", [("strategy", "gpus", "did you mean 'gpu'"),
+                                              ("hub_strategy", "epochs", "did you mean 'epoch'"),
+                                              ("mixed_precision", "fp8", "no, fp16, bf16")])
+def test_notebook_values_outside_the_choices_get_the_cli_error(field, value, hint):
+    with pytest.raises(UserError, match=f"{field} must be one of .*{hint}"):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_field_facts_live_on_the_fields():
+    from tf_finetune.config import field_fact, fields_where
+
+    assert not field_fact("output_dir", "changes_training") and field_fact("learning_rate", "changes_training")
+    assert not field_fact("task", "tunable") and field_fact("learning_rate", "tunable")
+    assert {"learning_rate", "num_train_epochs", "seed"} <= set(fields_where("card"))
+    assert "hub_token" not in fields_where("card") and not field_fact("hub_token", "tunable")
+    assert parse("--strategy", "cpu").strategy == "cpu"  # the facts stay out of argparse, which rejects unknown keys

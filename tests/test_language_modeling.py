@@ -47,7 +47,8 @@ def tokenized(config: TrainConfig):
 
     task = get_task(config.task)
     tokenizer = load_tokenizer(config.model_name_or_path)
-    return task.tokenize(task.load_raw_datasets(config), tokenizer, config), tokenizer
+    splits = task.tokenize(task.load_raw_datasets(config), tokenizer, config)
+    return {name: split.features for name, split in splits.items()}, tokenizer
 
 
 def test_group_texts_concatenates_and_drops_the_remainder():
@@ -138,7 +139,7 @@ def test_mlm_evaluation_is_repeatable_and_averages_over_masked_tokens(tiny_bert,
     first, second = run.evaluate(), run.evaluate()
     assert first == second
     assert first["perplexity"] == pytest.approx(math.exp(first["eval_loss"]))
-    validation = run.datasets["validation"]
+    validation = run.splits["validation"].features
     features = {name: tf.constant(validation[name]) for name in ("input_ids", "token_type_ids", "attention_mask")}
     logits = run.model(features, training=False).logits.numpy()
     labels = np.array(validation["labels"])
@@ -153,7 +154,7 @@ def test_clm_line_by_line_ignores_padding_in_the_loss(tiny_gpt2, text_files, tmp
     config = lm_config("clm", tiny_gpt2, text_files, tmp_path, line_by_line=True, per_device_eval_batch_size=1)
     single = FineTuneRun(config)
     assert single.tokenizer.pad_token == single.tokenizer.eos_token  # GPT-2 has none; padding uses eos
-    assert single.datasets["validation"]["labels"] == single.datasets["validation"]["input_ids"]
+    assert single.splits["validation"].features["labels"] == single.splits["validation"].features["input_ids"]
     padded = FineTuneRun(config.replace(per_device_eval_batch_size=8))
     assert padded.evaluate()["eval_loss"] == pytest.approx(single.evaluate()["eval_loss"], rel=1e-5)
 

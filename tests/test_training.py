@@ -118,9 +118,9 @@ def test_notebook_api_step_by_step(config):
 
 
 def test_tokenised_splits_are_cached_between_runs(config):
-    first = FineTuneRun(config).datasets["train"].cache_files[0]["filename"]
+    first = FineTuneRun(config).splits["train"].features.cache_files[0]["filename"]
     written = os.path.getmtime(first)
-    second = FineTuneRun(config).datasets["train"].cache_files[0]["filename"]
+    second = FineTuneRun(config).splits["train"].features.cache_files[0]["filename"]
     assert second == first and os.path.getmtime(second) == written
 
 

@@ -2,23 +2,43 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import logging
 import sys
+import types
 from typing import Callable, Optional, Sequence
 
-from tf_finetune.config import TrainConfig, load_config_file
+from tf_finetune.config import FIELD_FACTS, TrainConfig, load_config_file
 from tf_finetune.errors import UserError
 
 logger = logging.getLogger("tf_finetune")
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """An argument parser with one flag per TrainConfig field, plus --config and --list_tasks."""
+    """An argument parser with one flag per TrainConfig field, plus --config and --list_tasks.
+
+    The `--task` help names the registered tasks.
+    """
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(TrainConfig, prog=prog, description=description)
+    from tf_finetune.tasks import list_tasks
+
+    class ConfigParser(HfArgumentParser):
+        """HfArgumentParser that keeps the fields' facts (FIELD_FACTS) out of argparse."""
+
+        @staticmethod
+        def _parse_dataclass_field(parser: argparse.ArgumentParser, field: dataclasses.Field) -> None:
+            plain = copy.copy(field)
+            plain.metadata = types.MappingProxyType({key: value for key, value in field.metadata.items()
+                                                     if key not in FIELD_FACTS})
+            HfArgumentParser._parse_dataclass_field(parser, plain)
+
+    parser = ConfigParser(TrainConfig, prog=prog, description=description)
+    task_action = next(action for action in parser._actions if action.dest == "task")
+    task_action.help = f"Task name: {', '.join(list_tasks())} (default: %(default)s). --list_tasks describes each."
     parser.add_argument("--config", help="YAML or JSON file with option values; flags given as well override it.")
-    parser.add_argument("--list_tasks", action="store_true", help="List the registered tasks and exit.")
+    parser.add_argument("--list_tasks", action="store_true", help="Describe the registered tasks and exit.")
     return parser
 
 
@@ -31,9 +51,9 @@ def parse_config(argv: Optional[Sequence[str]], prog: str, description: str) -> 
         parser.set_defaults(**load_config_file(config_path))
     namespace = parser.parse_args(args)
     if namespace.list_tasks:
-        from tf_finetune.tasks import list_tasks
+        from tf_finetune.tasks import describe_tasks
 
-        print("\n".join(list_tasks()))
+        print(describe_tasks())
         return None
     values = {k: v for k, v in vars(namespace).items() if k not in ("config", "list_tasks")}
     config = TrainConfig(**values)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import typing
@@ -12,13 +13,30 @@ from typing import Any, Optional
 from tf_finetune.errors import UserError
 
 SECRET_FIELDS = ("hub_token",)
+# Facts about a field, kept in its metadata (and kept out of argparse, which receives the rest):
+#   changes_training: whether the field changes what training computes (False: a resumed run or search may differ)
+#   tunable: whether a search may vary it
+#   card: whether the model card lists it among the hyperparameters
+FIELD_FACTS = {"changes_training": True, "tunable": True, "card": False}
 
 
-def _arg(default: Any, help: str, **metadata: Any) -> Any:
-    """A dataclass field whose help text becomes the `--help` entry."""
+def _arg(default: Any, help: str, *, changes_training: bool = True, tunable: bool = True, card: bool = False,
+         **metadata: Any) -> Any:
+    """A dataclass field whose help text becomes the `--help` entry, with the field's facts (see FIELD_FACTS)."""
+    metadata = {"help": help, "changes_training": changes_training, "tunable": tunable, "card": card, **metadata}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **metadata})
-    return field(default=default, metadata={"help": help, **metadata})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def field_fact(name: str, fact: str) -> Any:
+    """A fact (see FIELD_FACTS) about the TrainConfig field `name`."""
+    return _FIELDS[name].metadata.get(fact, FIELD_FACTS[fact])
+
+
+def fields_where(fact: str, value: Any = True) -> list[str]:
+    """Names of the TrainConfig fields whose `fact` is `value`, in declaration order."""
+    return [name for name in _FIELDS if field_fact(name, fact) == value]
 
 
 @dataclass
@@ -26,12 +44,14 @@ class TrainConfig:
     """Everything that defines a fine-tuning run. Field names follow the Hugging Face example scripts."""
 
     # What to train
-    task: str = _arg("sst2", "Task name: a GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, mnli-mm, qnli, rte, wnli), "
-                     "text-classification, mlm or clm. See `--list_tasks`.")
+    task: str = _arg("sst2", "Task name (the command line lists them here; `--list_tasks` describes each).",
+                     tunable=False)
     model_name_or_path: str = _arg("distilbert-base-uncased", "Hub model id or local checkpoint directory.")
     tokenizer_name: Optional[str] = _arg(None, "Tokenizer id or path, if not the model's.")
-    output_dir: str = _arg("output", "Where the model, results and checkpoints are written.")
-    overwrite_output_dir: bool = _arg(False, "Start afresh even if output_dir holds a finished or interrupted run.")
+    output_dir: str = _arg("output", "Where the model, results and checkpoints are written.",
+                           changes_training=False, tunable=False)
+    overwrite_output_dir: bool = _arg(False, "Start afresh even if output_dir holds a finished or interrupted run.",
+                                      changes_training=False, tunable=False)
 
     # Data
     data_dir: Optional[str] = _arg(None, "GLUE data in its original distribution layout (SST-2/train.tsv, ...). "
@@ -40,21 +60,21 @@ class TrainConfig:
     dataset_config_name: Optional[str] = _arg(None, "The Hub dataset's configuration name.")
     train_file: Optional[str] = _arg(None, "Training data: .csv, .tsv, .json/.jsonl, .parquet (or .txt for LM).")
     validation_file: Optional[str] = _arg(None, "Validation data, same formats as train_file.")
-    test_file: Optional[str] = _arg(None, "Test data for --do_predict (labels optional).")
+    test_file: Optional[str] = _arg(None, "Test data for --do_predict (labels optional).", changes_training=False)
     text_column: Optional[list[str]] = _arg(None, "One text column, or two for sentence pairs "
                                             "(e.g. --text_column premise hypothesis).", nargs="+")
     label_column: str = _arg("label", "Label column of your own data.")
-    max_seq_length: int = _arg(128, "Longest tokenised input; longer inputs are truncated.")
-    max_train_samples: Optional[int] = _arg(None, "Use only the first N training examples.")
+    max_seq_length: int = _arg(128, "Longest tokenised input; longer inputs are truncated.", card=True)
+    max_train_samples: Optional[int] = _arg(None, "Use only the first N training examples.", tunable=False)
     max_eval_samples: Optional[int] = _arg(None, "Use only the first N validation examples.")
-    max_predict_samples: Optional[int] = _arg(None, "Use only the first N test examples.")
-    overwrite_cache: bool = _arg(False, "Tokenise again instead of reusing the datasets cache.")
-    preprocessing_num_workers: Optional[int] = _arg(None, "Processes for tokenisation.")
+    max_predict_samples: Optional[int] = _arg(None, "Use only the first N test examples.", changes_training=False)
+    overwrite_cache: bool = _arg(False, "Tokenise again instead of reusing the datasets cache.", changes_training=False)
+    preprocessing_num_workers: Optional[int] = _arg(None, "Processes for tokenisation.", changes_training=False)
 
     # Language modelling
-    mlm_probability: float = _arg(0.15, "Share of tokens masked for masked language modelling.")
+    mlm_probability: float = _arg(0.15, "Share of tokens masked for masked language modelling.", card=True)
     block_size: int = _arg(128, "Length of the token blocks that texts are concatenated and cut into (lowered, "
-                           "with a warning, to the longest input the model accepts).")
+                           "with a warning, to the longest input the model accepts).", card=True)
     line_by_line: bool = _arg(False, "Treat each line as one example (truncated to --block_size) instead of "
                               "concatenating texts.")
 
@@ -64,50 +84,61 @@ class TrainConfig:
                                                 "(default: the task's main metric).")
     greater_is_better: Optional[bool] = _arg(None, "Whether a larger metric_for_best_model is better "
                                              "(default: inferred from the metric).")
-    load_best_model_at_end: bool = _arg(True, "Restore the best epoch's weights before saving.")
+    load_best_model_at_end: bool = _arg(True, "Restore the best epoch's weights before saving.", changes_training=False)
     early_stopping_patience: Optional[int] = _arg(None, "Stop after N epochs without improvement.")
 
     # Training
-    do_train: bool = _arg(True, "Train the model.")
-    do_eval: bool = _arg(True, "Evaluate on the validation split each epoch and at the end.")
-    do_predict: bool = _arg(False, "Write predictions for the test split.")
-    num_train_epochs: int = _arg(3, "Number of epochs.")
-    per_device_train_batch_size: int = _arg(16, "Training batch size per device (replica).")
-    per_device_eval_batch_size: int = _arg(32, "Evaluation batch size per device (replica).")
+    do_train: bool = _arg(True, "Train the model.", tunable=False)
+    do_eval: bool = _arg(True, "Evaluate on the validation split each epoch and at the end.", tunable=False)
+    do_predict: bool = _arg(False, "Write predictions for the test split.", changes_training=False, tunable=False)
+    num_train_epochs: int = _arg(3, "Number of epochs.", card=True)
+    per_device_train_batch_size: int = _arg(16, "Training batch size per device (replica).", card=True)
+    per_device_eval_batch_size: int = _arg(32, "Evaluation batch size per device (replica).", card=True)
     gradient_accumulation_steps: int = _arg(1, "Micro-batches (of per_device_train_batch_size per replica) whose "
-                                            "mean gradient makes one update.")
-    learning_rate: float = _arg(2e-5, "Peak learning rate of AdamWeightDecay.")
-    weight_decay: float = _arg(0.01, "Decoupled weight decay (not applied to LayerNorm and biases).")
-    warmup_ratio: float = _arg(0.0, "Share of training steps for linear warm-up.")
-    warmup_steps: int = _arg(0, "Warm-up steps (overrides warmup_ratio when > 0).")
+                                            "mean gradient makes one update.", card=True)
+    learning_rate: float = _arg(2e-5, "Peak learning rate of AdamWeightDecay.", card=True)
+    weight_decay: float = _arg(0.01, "Decoupled weight decay (not applied to LayerNorm and biases).", card=True)
+    warmup_ratio: float = _arg(0.0, "Share of training steps for linear warm-up.", card=True)
+    warmup_steps: int = _arg(0, "Warm-up steps (overrides warmup_ratio when > 0).", card=True)
     adam_epsilon: float = _arg(1e-8, "Adam epsilon.")
-    max_grad_norm: float = _arg(1.0, "Global gradient clipping norm (0 disables clipping).")
-    seed: int = _arg(42, "Random seed for weights, shuffling and masking.")
-    verbose: int = _arg(1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+    max_grad_norm: float = _arg(1.0, "Global gradient clipping norm (0 disables clipping).", card=True)
+    seed: int = _arg(42, "Random seed for weights, shuffling and masking.", card=True)
+    verbose: int = _arg(1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
+                        changes_training=False, tunable=False)
 
     # Hub
-    push_to_hub: bool = _arg(False, "Upload the model, results and a model card to the Hub.")
-    hub_model_id: Optional[str] = _arg(None, "Repository id (default: <user>/<output_dir name>).")
+    push_to_hub: bool = _arg(False, "Upload the model, results and a model card to the Hub.",
+                             changes_training=False, tunable=False)
+    hub_model_id: Optional[str] = _arg(None, "Repository id (default: <user>/<output_dir name>).",
+                                       changes_training=False, tunable=False)
     hub_token: Optional[str] = field(default=None, repr=False, metadata={
-        "help": "Hub token (default: HF_TOKEN or the saved login). Never saved or shown."})
-    hub_private_repo: bool = _arg(False, "Create the repository as private.")
-    hub_strategy: str = _arg("end", "When to upload: after every epoch or only at the end.", choices=["epoch", "end"])
+        "help": "Hub token (default: HF_TOKEN or the saved login). Never saved or shown.", "changes_training": False,
+        "tunable": False})
+    hub_private_repo: bool = _arg(False, "Create the repository as private.", changes_training=False, tunable=False)
+    hub_strategy: str = _arg("end", "When to upload: after every epoch or only at the end.", choices=["epoch", "end"],
+                             changes_training=False, tunable=False)
 
     # Hyperparameter search
-    tune: Optional[str] = _arg(None, "Run a KerasTuner search first.", choices=["random", "bayesian", "hyperband"])
-    max_trials: int = _arg(10, "Number of trials of the search.")
-    tune_train_fraction: float = _arg(1.0, "Share of the training data used during the search.")
-    tune_objective: Optional[str] = _arg(None, "Metric the search optimises (default: the task's main metric).")
-    tune_dir: Optional[str] = _arg(None, "Where the search state lives (default: <output_dir>/tuning).")
-    tune_space: Optional[str] = _arg(None, "YAML/JSON file with the search space.")
-    tune_retrain: bool = _arg(True, "Retrain the best configuration on the full training set.")
+    tune: Optional[str] = _arg(None, "Run a KerasTuner search first.", choices=["random", "bayesian", "hyperband"],
+                               tunable=False)
+    max_trials: int = _arg(10, "Number of trials of the search.", changes_training=False, tunable=False)
+    tune_train_fraction: float = _arg(1.0, "Share of the training data used during the search.", tunable=False)
+    tune_objective: Optional[str] = _arg(None, "Metric the search optimises (default: the task's main metric).",
+                                         tunable=False)
+    tune_dir: Optional[str] = _arg(None, "Where the search state lives (default: <output_dir>/tuning).",
+                                   changes_training=False, tunable=False)
+    tune_space: Optional[str] = _arg(None, "YAML/JSON file with the search space.",
+                                     changes_training=False, tunable=False)
+    tune_retrain: bool = _arg(True, "Retrain the best configuration on the full training set.",
+                              changes_training=False, tunable=False)
 
     # Hardware
     strategy: str = _arg("auto", "Distribution strategy. auto: a TPU if one is reachable, else multi-worker when "
                          "TF_CONFIG names several workers, else all local GPUs when there are several, else the "
-                         "default device.", choices=["auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"])
-    tpu: Optional[str] = _arg(None, "TPU name or address (default: Colab's local TPU).")
-    mixed_precision: str = _arg("no", "Mixed precision policy.", choices=["no", "fp16", "bf16"])
+                         "default device.", choices=["auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"],
+                         tunable=False, card=True)
+    tpu: Optional[str] = _arg(None, "TPU name or address (default: Colab's local TPU).", tunable=False)
+    mixed_precision: str = _arg("no", "Mixed precision policy.", choices=["no", "fp16", "bf16"], card=True)
     jit_compile: bool = _arg(False, "Compile the training step with XLA (off for multi-replica mirrored runs).")
     pad_to_multiple_of: Optional[int] = _arg(None, "Pad batches to a multiple of N tokens (default 64 with XLA or on "
                                              "TPUs, else none; 1 pads to each batch's longest).")
@@ -120,6 +151,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Check values that need no model or data; raise UserError naming the field and the fix."""
         self._check_types()
+        self._check_choices()
         for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "max_seq_length", "gradient_accumulation_steps", "block_size", "max_trials"):
             if getattr(self, name) <= 0:
@@ -165,6 +197,15 @@ class TrainConfig:
                 names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
                 raise UserError(f"{name} must be {'a list of str' if list in expected else names}, got {value!r}.")
 
+    def _check_choices(self) -> None:
+        """Fields with a fixed set of values: the same one-line error from notebooks and config files as from flags."""
+        for name, spec in _FIELDS.items():
+            choices, value = spec.metadata.get("choices"), getattr(self, name)
+            if choices and value is not None and value not in choices:
+                close = difflib.get_close_matches(str(value), choices, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise UserError(f"{name} must be one of {', '.join(choices)}, got {value!r}; {hint}".rstrip("; "))
+
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, without secrets: what gets saved next to a run."""
         values = dataclasses.asdict(self)
@@ -175,6 +216,9 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+_FIELDS = {spec.name: spec for spec in dataclasses.fields(TrainConfig)}
 
 
 def load_config_file(path: str) -> dict[str, Any]:

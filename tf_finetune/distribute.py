@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import inspect
 import json
 import logging
 import math
@@ -184,7 +183,7 @@ def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
 def static_shape_dataset(model: "TFPreTrainedModel", dataset: "Dataset", collate_fn: Callable[[list[dict]], dict],
                          batch_size: int, shuffle: bool, drop_remainder: bool, seed: int) -> tf.data.Dataset:
     """A split as `tf.data` built from tensors: every example collated once (one padded shape for the split), then
-    sliced, shuffled and batched in TensorFlow, with no Python in the pipeline.
+    sliced, shuffled and batched in TensorFlow, with no Python in the pipeline. `dataset` holds model columns only.
 
     Collating once fixes what the collator draws at random (e.g. masked-LM masks) for all epochs.
     """
@@ -192,8 +191,7 @@ def static_shape_dataset(model: "TFPreTrainedModel", dataset: "Dataset", collate
 
     columns = {name: _narrow(values) for name, values in collate_fn(dataset.to_list()).items()}
     labels = [name for name in find_labels(type(model)) if name in columns]
-    accepted = inspect.signature(model.call).parameters
-    features = {name: values for name, values in columns.items() if name in accepted and name not in labels}
+    features = {name: values for name, values in columns.items() if name not in labels}
     if not labels:
         elements: Any = features
     else:

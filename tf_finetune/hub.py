@@ -22,7 +22,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.errors import HFValidationError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 
-from tf_finetune.config import SECRET_FIELDS
+from tf_finetune.config import SECRET_FIELDS, fields_where
 from tf_finetune.errors import UserError
 from tf_finetune.outputs import read_json, write_text
 
@@ -33,11 +33,6 @@ IGNORE_PATTERNS = ("checkpoint/**", "checkpoint-*/**", "tuning/**", ".tmp*", "**
 FRAMEWORKS = ("transformers", "tensorflow", "tf-keras", "datasets", "tf-finetune")
 _NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "samples")
 # The run_config.json fields that a model card lists as training hyperparameters.
-CARD_HYPERPARAMETERS = ("learning_rate", "num_train_epochs", "per_device_train_batch_size",
-                        "per_device_eval_batch_size",
-                        "gradient_accumulation_steps", "weight_decay", "warmup_ratio", "warmup_steps", "max_grad_norm",
-                        "max_seq_length", "block_size", "mlm_probability", "seed", "mixed_precision", "strategy")
-
 T = TypeVar("T")
 
 
@@ -358,7 +353,7 @@ def write_model_card_for_run(output_dir: str, repo_id: str, task_type: Optional[
     if results is None and run_config is None:
         return None
     run_config, results = run_config or {}, results or {}
-    hyperparameters = {key: run_config[key] for key in CARD_HYPERPARAMETERS if key in run_config}
+    hyperparameters = {key: run_config[key] for key in fields_where("card") if key in run_config}
     hyperparameters.update(results.get("best_hyperparameters") or {})
     return write_model_card(output_dir, repo_id=repo_id, base_model=run_config.get("model_name_or_path"),
                             task_name=run_config.get("task"), dataset_name=run_config.get("dataset_name"),

@@ -1,6 +1,7 @@
 """The Python API: `FineTuneRun` builds a run step by step (for notebooks); `train` does the whole job."""
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -10,20 +11,21 @@ from typing import Any, Optional
 
 import tensorflow as tf
 import tf_keras
+from datasets import Dataset
 from transformers import PretrainedConfig, create_optimizer
 
 from tf_finetune.accumulation import accumulate_gradients
 from tf_finetune.callbacks import (BestModelCallback, CheckpointCallback, EvaluationCallback,
                                    HistoryCallback, HubPushCallback, RunState,
                                    restore_best_weights)
-from tf_finetune.config import TrainConfig
+from tf_finetune.config import TrainConfig, field_fact
 from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_shapes, pad_multiple, precision_policy,
                                     resolve_strategy, shard_by_data, static_shape_dataset, use_xla, with_loss_scaling,
                                     worker_scratch_dir)
 from tf_finetune.errors import UserError
 from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
 from tf_finetune.models import load_model, load_model_config, load_tokenizer, max_model_length
-from tf_finetune.outputs import read_json, save_pretrained_atomic, write_json, write_text
+from tf_finetune.outputs import read_json, save_pretrained_atomic, write_json
 from tf_finetune.tasks import get_task
 from tf_finetune.tasks.base import Task, lower_is_better
 
@@ -31,11 +33,6 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoint"
 RESULTS_FILE = "all_results.json"
-UNPREFIXED_RESULTS = ("perplexity",)  # results named as in the Hugging Face examples, without eval_
-# Settings an interrupted run may be resumed with although they differ: they do not change its training.
-RESUME_MAY_CHANGE = {"output_dir", "overwrite_output_dir", "overwrite_cache", "preprocessing_num_workers", "verbose",
-                     "do_predict", "test_file", "max_predict_samples", "push_to_hub", "hub_model_id",
-                     "hub_private_repo", "hub_strategy"}
 
 
 class FineTuneRun:
@@ -65,15 +62,15 @@ class FineTuneRun:
         xla = use_xla(config.jit_compile, self.strategy)
         self.config = config = config.replace(jit_compile=xla,
                                               pad_to_multiple_of=pad_multiple(config, xla, self.strategy, limit))
-        self.datasets = self.task.tokenize(raw_datasets, self.tokenizer, config)
+        self.splits = self.task.tokenize(raw_datasets, self.tokenizer, config)
         self._check_splits()
         tf_keras.utils.set_random_seed(config.seed)
         with self.strategy.scope(), precision_policy(config.mixed_precision):
             self.model = load_model(self.task.auto_model_class, config.model_name_or_path, self.model_config)
         if config.gradient_accumulation_steps > 1:
             accumulate_gradients(self.model, config.gradient_accumulation_steps)
-        self.train_dataset = self.tf_dataset("train", training=True) if "train" in self.datasets else None
-        self.eval_dataset = self.tf_dataset("validation", training=False) if "validation" in self.datasets else None
+        self.train_dataset = self.tf_dataset("train", training=True) if "train" in self.splits else None
+        self.eval_dataset = self.tf_dataset("validation", training=False) if "validation" in self.splits else None
         self.monitor, self.greater_is_better = resolve_monitor(config, self.task, self.model_config)
         if config.do_eval:
             keys = self.task.result_keys(config, self.model_config)
@@ -93,16 +90,21 @@ class FineTuneRun:
         return int(self.train_dataset.cardinality().numpy())
 
     def tf_dataset(self, split: str, training: bool) -> tf.data.Dataset:
-        """A split as batched `tf.data`, collated by the task (dynamic padding; fixed shapes from tensors on TPUs),
-        sharded by element across workers. A training batch holds every micro-batch of one optimizer step."""
+        """A split's features as batched `tf.data`, collated by the task (dynamic padding; fixed shapes from tensors
+        on TPUs), sharded by element across workers. A training batch holds every micro-batch of one optimizer step.
+
+        Only the columns the model takes (its inputs and labels) reach the collator: the task's bookkeeping columns
+        (example ids, offsets, ...) stay behind in `self.splits[split].features`.
+        """
         batch_size = (self.global_train_batch_size if training
                       else self.config.per_device_eval_batch_size * self.strategy.num_replicas_in_sync)
         collate_fn = self.task.collator(self.tokenizer, self.config, training)
+        features = model_columns(self.model, self.splits[split].features)
         if needs_static_shapes(self.strategy):
-            dataset = static_shape_dataset(self.model, self.datasets[split], collate_fn, batch_size, shuffle=training,
+            dataset = static_shape_dataset(self.model, features, collate_fn, batch_size, shuffle=training,
                                            drop_remainder=training, seed=self.config.seed)
         else:
-            dataset = self.model.prepare_tf_dataset(self.datasets[split], batch_size=batch_size, shuffle=training,
+            dataset = self.model.prepare_tf_dataset(features, batch_size=batch_size, shuffle=training,
                                                     collate_fn=collate_fn, drop_remainder=training)
         return shard_by_data(dataset)
 
@@ -137,12 +139,16 @@ class FineTuneRun:
 
     def evaluate(self) -> dict[str, float]:
         """The task's validation results (`eval_*` keys)."""
-        return self.task.evaluate(self.model, self.eval_dataset, self.datasets["validation"], self.config)
+        return self.task.evaluate(self.model, self.eval_dataset, self.splits["validation"], self.config)
 
-    def predict(self) -> list[str]:
-        """One prediction string per test example."""
-        return self.task.predict(self.model, self.tf_dataset("test", training=False), self.datasets["test"],
+    def predict(self) -> Any:
+        """The task's predictions for the test split."""
+        return self.task.predict(self.model, self.tf_dataset("test", training=False), self.splits["test"],
                                  self.config)
+
+    def write_predictions(self) -> str:
+        """Predict the test split and write the task's prediction file into output_dir; returns its path."""
+        return self.task.write_predictions(self.predict(), self.splits["test"], self.config.output_dir, self.config)
 
     def save(self, output_dir: Optional[str] = None) -> None:
         """`save_pretrained` the model and tokenizer, atomically, loadable with `from_pretrained`."""
@@ -151,25 +157,34 @@ class FineTuneRun:
     def _check_splits(self) -> None:
         needed = (["train"] if self.config.do_train else []) + (["validation"] if self.config.do_eval else [])
         for split in needed:
-            if split not in self.datasets:
+            if split not in self.splits:
                 raise UserError(f"the data has no {split} split; pass the matching --{split}_file.".replace(
                     "--validation_file", "--validation_file (or --do_eval false)"))
-            if len(self.datasets[split]) == 0:
+            if len(self.splits[split].features) == 0:
                 raise UserError(f"the {split} split is empty; check the data and --max_*_samples.")
-        if self.config.do_predict and "test" not in self.datasets:
+        if self.config.do_predict and "test" not in self.splits:
             raise UserError("--do_predict needs a test split; pass --test_file (GLUE: test.tsv in --data_dir).")
         if self.config.do_train:
-            batch = self.global_train_batch_size
-            if len(self.datasets["train"]) < batch:
-                raise UserError(f"the train split has {len(self.datasets['train'])} examples, fewer than one batch "
+            batch, rows = self.global_train_batch_size, len(self.splits["train"].features)
+            if rows < batch:
+                raise UserError(f"the train split has {rows} training rows, fewer than one batch "
                                 f"({batch}); lower --per_device_train_batch_size (or --gradient_accumulation_steps).")
 
 
+def model_columns(model: tf_keras.Model, features: Dataset) -> Dataset:
+    """The feature columns the model takes: its call's inputs and its labels (all others are bookkeeping)."""
+    from transformers.modeling_tf_utils import find_labels
+
+    taken = set(inspect.signature(model.call).parameters) | set(find_labels(type(model)))
+    return features.remove_columns([column for column in features.column_names if column not in taken])
+
+
 def resolve_monitor(config: TrainConfig, task: Task, model_config: PretrainedConfig) -> tuple[str, bool]:
-    """The validation metric that picks the best epoch (`eval_*` name) and whether larger values are better."""
+    """The validation result that picks the best epoch (a result key of the task, e.g. `eval_f1`; a bare metric name
+    means `eval_<name>` unless the task reports it unprefixed) and whether larger values are better."""
     task_metric, task_greater = task.main_metric(config, model_config)
     name = config.metric_for_best_model or task_metric
-    if not name.startswith("eval_") and name not in UNPREFIXED_RESULTS:
+    if not name.startswith("eval_") and name not in task.result_keys(config, model_config):
         name = f"eval_{name}"
     greater = config.greater_is_better
     if greater is None:
@@ -222,7 +237,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
             restore_best_weights(run.model, checkpoint_dir, state)
         runtime = time.perf_counter() - start
         samples = (state.epoch - start_epoch) * run.steps_per_epoch * run.global_train_batch_size
-        results.update(epoch=state.epoch, train_runtime=round(runtime, 3),
+        results.update(epoch=state.epoch, train_samples=len(run.splits["train"]), train_runtime=round(runtime, 3),
                        train_samples_per_second=round(samples / runtime, 3) if runtime > 0 and samples else 0.0)
         if state.history:
             results["train_loss"] = state.history[-1].get("loss")
@@ -230,12 +245,10 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
             results["best_epoch"] = state.best_epoch
     eval_results: dict[str, Any] = {}
     if config.do_eval:
-        eval_results = {**run.evaluate(), "eval_samples": len(run.datasets["validation"])}
+        eval_results = {**run.evaluate(), "eval_samples": len(run.splits["validation"])}
         results.update(eval_results)
     if config.do_predict:
-        predictions = run.predict()
-        lines = ["index\tprediction", *(f"{i}\t{p}" for i, p in enumerate(predictions))]
-        write_text(os.path.join(output_dir, f"predict_results_{config.task}.txt"), "\n".join(lines) + "\n")
+        logger.info("Wrote the test predictions to %s.", run.write_predictions())
     results.update(extra_results or {})
     run.save()
     write_json(os.path.join(output_dir, "eval_results.json"), eval_results)
@@ -272,7 +285,8 @@ def _resume_state(config: TrainConfig, checkpoint_dir: str) -> RunState:
     saved_config = os.path.join(output_dir, "run_config.json")
     if state and os.path.isfile(saved_config):
         saved, current = read_json(saved_config), config.to_dict()
-        changed = [name for name in current if name not in RESUME_MAY_CHANGE and saved.get(name) != current[name]]
+        changed = [name for name in current
+                   if field_fact(name, "changes_training") and saved.get(name) != current[name]]
         if changed:
             name = changed[0]
             raise UserError(f"{output_dir} holds an interrupted run with other settings ({name}: {saved.get(name)!r} "

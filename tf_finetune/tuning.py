@@ -43,10 +43,10 @@ import numpy as np
 import tf_keras
 
 from tf_finetune.callbacks import EvaluationCallback
-from tf_finetune.config import TrainConfig
+from tf_finetune.config import TrainConfig, field_fact
 from tf_finetune.errors import UserError
 from tf_finetune.hub import check_push_access
-from tf_finetune.models import load_model_config
+from tf_finetune.models import load_model_config, load_tokenizer
 from tf_finetune.outputs import read_json, write_json, write_text
 from tf_finetune.tasks import get_task
 from tf_finetune.training import RESULTS_FILE, FineTuneRun, resolve_monitor, train
@@ -68,15 +68,6 @@ DEFAULT_SPACE: dict[str, dict[str, Any]] = {
     "weight_decay": {"type": "float", "min_value": 0.0, "max_value": 0.1},
 }
 _HP_METHODS = {"float": "Float", "int": "Int", "choice": "Choice", "boolean": "Boolean", "fixed": "Fixed"}
-# Fields that steer the search or the run itself rather than the model: not hyperparameters.
-_NOT_TUNABLE = {"task", "output_dir", "overwrite_output_dir", "do_train", "do_eval", "do_predict", "verbose",
-                "max_train_samples", "push_to_hub", "hub_model_id", "hub_token", "hub_private_repo", "hub_strategy",
-                "strategy", "tpu", "tune", "max_trials", "tune_train_fraction", "tune_objective", "tune_dir",
-                "tune_space", "tune_retrain"}
-# Fields that do not change what a trial computes: a resumed search may differ in them.
-_NOT_IN_SEARCH = {"output_dir", "overwrite_output_dir", "do_predict", "test_file", "max_predict_samples", "verbose",
-                  "load_best_model_at_end", "push_to_hub", "hub_model_id", "hub_private_repo", "hub_strategy",
-                  "max_trials", "tune_dir", "tune_space", "tune_retrain"}
 _SCALAR_TYPES = (bool, int, float, str)
 
 
@@ -142,7 +133,7 @@ def build_search_space(config: TrainConfig) -> keras_tuner.HyperParameters:
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise UserError(f"search space {source}: unknown option '{name}'; {hint}keys are TrainConfig field names "
                             "(the --flags without dashes).")
-        if name in _NOT_TUNABLE or not _field_types(hints[name]):
+        if not field_fact(name, "tunable") or not _field_types(hints[name]):
             raise UserError(f"search space {source}: '{name}' cannot be tuned; tune numbers such as learning_rate, "
                             f"{BATCH_SIZE}, {EPOCHS}, warmup_ratio or weight_decay.")
         if not isinstance(spec, dict) or spec.get("type") not in _HP_METHODS:
@@ -171,8 +162,8 @@ def inspect_data(config: TrainConfig) -> tuple[Objective, int]:
     monitor_config = config.replace(metric_for_best_model=config.tune_objective, greater_is_better=None) \
         if config.tune_objective else config
     objective = Objective(*resolve_monitor(monitor_config, task, model_config))
-    available = len(raw_datasets["train"]) if config.max_train_samples is None else \
-        min(config.max_train_samples, len(raw_datasets["train"]))
+    tokenizer = load_tokenizer(config.tokenizer_name or config.model_name_or_path)
+    available = len(task.tokenize(raw_datasets, tokenizer, config)["train"])  # examples: texts, blocks, questions
     return objective, math.ceil(available * config.tune_train_fraction)
 
 
@@ -445,7 +436,8 @@ def _signature(config: TrainConfig, space: keras_tuner.HyperParameters, objectiv
                train_samples: int) -> dict[str, Any]:
     """What makes trials comparable: tuner, objective, space, and every config field a trial depends on."""
     tuned = {hp.name for hp in space.space}
-    fields = {name: value for name, value in config.to_dict().items() if name not in _NOT_IN_SEARCH | tuned}
+    fields = {name: value for name, value in config.to_dict().items()
+              if field_fact(name, "changes_training") and name not in tuned}
     signature = {"objective": objective.name, "direction": objective.direction, "train_samples": train_samples,
                  "space": space.get_config()["space"], **fields}
     return json.loads(json.dumps(signature))

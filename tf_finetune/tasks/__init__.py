@@ -1,15 +1,19 @@
-"""The task registry: `register_task` adds a task, `get_task(name)` finds it, `list_tasks()` lists them."""
+"""The task registry: `register_task` adds a task, `get_task(name)` finds it, `list_tasks()` lists them.
+
+Every module of this package is imported the first time the registry is asked, so a new task module registers
+itself by being here; no list of modules is kept.
+"""
 from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
+from typing import Optional
 
 from tf_finetune.errors import UserError
 from tf_finetune.tasks.base import Task
 
 _REGISTRY: dict[str, Task] = {}
-_TASK_MODULES = ("tf_finetune.tasks.glue", "tf_finetune.tasks.text_classification",
-                 "tf_finetune.tasks.language_modeling")
 
 
 def register_task(task: Task) -> Task:
@@ -21,8 +25,8 @@ def register_task(task: Task) -> Task:
 
 
 def _load_task_modules() -> None:
-    for module in _TASK_MODULES:
-        importlib.import_module(module)
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 def list_tasks() -> list[str]:
@@ -39,3 +43,34 @@ def get_task(name: str) -> Task:
     close = difflib.get_close_matches(name.lower(), _REGISTRY, n=1, cutoff=0.5)
     hint = f"did you mean '{close[0]}'? " if close else ""
     raise UserError(f"unknown task '{name}'; {hint}known tasks: {', '.join(sorted(_REGISTRY))}.")
+
+
+def describe_tasks() -> str:
+    """One paragraph per task: name, description, data formats and metrics (what `--list_tasks` prints)."""
+    blocks = []
+    for name in list_tasks():
+        task = _REGISTRY[name]
+        blocks.append(f"{name}\n  {task.description}\n  data: {task.data_formats}\n  metrics: {task.reported_metrics}")
+    return "\n".join(blocks)
+
+
+def pipeline_tags() -> list[str]:
+    """The Hub pipeline tags of the registered tasks (what `python -m tf_finetune.predict --task` takes)."""
+    _load_task_modules()
+    return sorted({task.pipeline_tag for task in _REGISTRY.values()})
+
+
+def task_for_pipeline(tag: str) -> Task:
+    """A task that predicts for a pipeline tag (tasks sharing a tag share their prediction code)."""
+    _load_task_modules()
+    return next(_REGISTRY[name] for name in sorted(_REGISTRY) if _REGISTRY[name].pipeline_tag == tag)
+
+
+def task_for_architectures(architectures: Optional[list[str]]) -> Optional[Task]:
+    """A task whose Auto class builds one of the saved architectures (e.g. BertForMaskedLM -> mlm), or None."""
+    _load_task_modules()
+    for architecture in architectures or []:
+        for name in sorted(_REGISTRY):
+            if _REGISTRY[name].builds_architecture(architecture):
+                return _REGISTRY[name]
+    return None

@@ -1,8 +1,18 @@
-"""What every task provides: how to read, tokenise, collate, model, score and predict one kind of problem."""
+"""What every task provides: how to read, tokenise, collate, model, score, name, write and predict one kind of problem.
+
+The trainer (`training.py`), the callbacks and the predict command only talk to tasks through `Task`; none of them
+names a task or branches on one.
+"""
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any, Callable
+import argparse
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from tf_finetune.errors import UserError
+from tf_finetune.outputs import write_text
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -11,14 +21,34 @@ if TYPE_CHECKING:
     from tf_finetune.config import TrainConfig
 
 
+@dataclass
+class TaskSplit:
+    """One split of a task's data, tokenised.
+
+    `examples` are what the split counts (texts, blocks, sentences, questions; `max_*_samples` applied) and what
+    post-processing maps predictions back to. `features` are the model rows: model inputs and labels, plus any
+    bookkeeping columns post-processing needs (example ids, offset mappings, ...). Only the columns the model takes
+    reach a collator or the model.
+    """
+
+    examples: "Dataset"
+    features: "Dataset"
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
 class Task(abc.ABC):
-    """A registered task. The trainer only talks to tasks through these methods; it never checks task names."""
+    """A registered task. Subclasses set the class attributes and implement the abstract methods."""
 
     name: str
     auto_model_class: str  # a transformers TFAutoModelFor... class name
-    pipeline_tag: str  # the Hub's task id for model cards, e.g. "text-classification"
-    description: str = ""
+    pipeline_tag: str  # the Hub's task id for model cards and the predict command, e.g. "text-classification"
+    description: str = ""  # one line, for --list_tasks
+    data_formats: str = ""  # the files it reads, for --list_tasks
+    reported_metrics: str = ""  # the results it reports, for --list_tasks
 
+    # Reading and tokenising
     @abc.abstractmethod
     def load_raw_datasets(self, config: "TrainConfig") -> "DatasetDict":
         """Raw splits named train / validation / test (those that exist), before tokenisation."""
@@ -29,31 +59,86 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def tokenize(self, raw_datasets: "DatasetDict", tokenizer: "PreTrainedTokenizerBase",
-                 config: "TrainConfig") -> "DatasetDict":
-        """Model-ready splits (input_ids, attention_mask, labels, ...), through cached `datasets.map`."""
+                 config: "TrainConfig") -> dict[str, TaskSplit]:
+        """Each split's examples and features, through cached `datasets.map`."""
 
     @abc.abstractmethod
     def collator(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig",
                  training: bool) -> Callable[[list[dict]], dict]:
-        """Collates examples into a NumPy batch for `prepare_tf_dataset`."""
+        """Collates feature rows (model columns only) into a NumPy batch for `prepare_tf_dataset`."""
 
+    # Scoring
     @abc.abstractmethod
     def main_metric(self, config: "TrainConfig", model_config: "PretrainedConfig") -> tuple[str, bool]:
-        """The `eval_*` key that picks the best epoch, and whether greater is better."""
+        """The result key that picks the best epoch, and whether greater is better."""
 
     @abc.abstractmethod
     def result_keys(self, config: "TrainConfig", model_config: "PretrainedConfig") -> list[str]:
-        """The keys `evaluate` returns, known before training (loading the metrics, so a bad one fails early)."""
+        """The keys `evaluate` returns, known before training (loading the metrics, so a bad one fails early).
+
+        Keys are named as the Hugging Face examples name them: `eval_<metric>`, or a bare name such as perplexity.
+        """
 
     @abc.abstractmethod
-    def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, dataset: "Dataset",
+    def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
                  config: "TrainConfig") -> dict[str, float]:
-        """Validation results with `eval_` keys (eval_loss and the task's metrics)."""
+        """Validation results under `result_keys` names; `tf_dataset` batches `split.features` in order."""
 
-    def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, dataset: "Dataset",
-                config: "TrainConfig") -> list[str]:
-        """One prediction string per test example, for predict_results_<task>.txt."""
-        raise NotImplementedError(f"task {self.name} does not write test predictions")
+    # Predictions of --do_predict
+    def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit, config: "TrainConfig") -> Any:
+        """Predictions for the test split, in the form `write_predictions` takes."""
+        raise UserError(f"{self.name} writes no test predictions; drop --do_predict and use "
+                        "`python -m tf_finetune.predict` on the saved model.")
+
+    def write_predictions(self, predictions: Sequence[str], split: TaskSplit, output_dir: str,
+                          config: "TrainConfig") -> str:
+        """Write `predict_results_<task>.txt` (index, prediction per example) atomically; returns its path."""
+        path = os.path.join(output_dir, f"predict_results_{self.name}.txt")
+        lines = ["index\tprediction", *(f"{i}\t{p}" for i, p in enumerate(predictions))]
+        write_text(path, "\n".join(lines) + "\n")
+        return path
+
+    # The predict command (`python -m tf_finetune.predict --task <pipeline_tag>`)
+    def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Flags of its own that the predict command offers for this task's pipeline tag."""
+
+    def predict_inputs(self, args: argparse.Namespace, tokenizer: "PreTrainedTokenizerBase") -> list[Any]:
+        """The inputs to answer: by default the TEXT arguments followed by the non-blank lines of --file."""
+        return read_text_inputs(args.texts, args.file)
+
+    @abc.abstractmethod
+    def predict_lines(self, model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase", inputs: list[Any],
+                      args: argparse.Namespace) -> list[str]:
+        """The lines the predict command prints for the inputs."""
+
+    def builds_architecture(self, architecture: str) -> bool:
+        """Whether the task's Auto class builds a saved architecture name (e.g. BertForMaskedLM)."""
+        from transformers.models.auto import modeling_tf_auto
+
+        auto_class = getattr(modeling_tf_auto, self.auto_model_class)
+        names = auto_class._model_mapping._model_mapping.values()  # model type -> TF class name(s), nothing imported
+        return any(f"TF{architecture}" in ((name,) if isinstance(name, str) else name) for name in names)
+
+
+def read_text_inputs(texts: Sequence[str], path: str | None) -> list[str]:
+    """The non-blank texts followed by the non-blank lines of the file at `path`."""
+    inputs = [text for text in texts if text.strip()]
+    if path:
+        if not os.path.isfile(path):
+            raise UserError(f"--file {path} does not exist; pass a text file with one input per line.")
+        with open(path, encoding="utf-8") as file:
+            inputs += [line.rstrip("\n") for line in file if line.strip()]
+    if not inputs:
+        raise UserError("no input text: pass texts as arguments or --file with one input per line.")
+    return inputs
+
+
+def text_pipeline(tag: str, model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase") -> Any:
+    """transformers' TensorFlow `pipeline` for a pipeline tag."""
+    from transformers import pipeline
+
+    # dtype=None: the default "auto" makes pipeline() look up a torch dtype, which fails without PyTorch (4.57).
+    return pipeline(tag, model=model, tokenizer=tokenizer, framework="tf", dtype=None)
 
 
 def lower_is_better(result_key: str) -> bool:

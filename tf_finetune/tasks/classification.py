@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import argparse
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import datasets
@@ -11,7 +12,7 @@ import tensorflow as tf
 from tf_finetune.data import limit_samples
 from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
-from tf_finetune.tasks.base import Task
+from tf_finetune.tasks.base import Task, TaskSplit, text_pipeline
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -53,16 +54,16 @@ class SequenceClassificationTask(Task):
             texts = [batch[column] for column in columns]
             return tokenizer(*texts, truncation=True, max_length=config.max_seq_length)
 
-        tokenized = {}
-        for split, dataset in raw_datasets.items():
-            dataset = limit_samples(dataset, limits.get(split))
-            has_labels = LABEL in dataset.column_names and split != "test"
+        splits = {}
+        for split, examples in raw_datasets.items():
+            examples = limit_samples(examples, limits.get(split))
+            has_labels = LABEL in examples.column_names and split != "test"
             keep = [LABEL] if has_labels else []
-            dataset = dataset.map(encode, batched=True, load_from_cache_file=not config.overwrite_cache,
-                                  remove_columns=[c for c in dataset.column_names if c not in keep],
-                                  num_proc=config.preprocessing_num_workers, desc=f"Tokenising {split}")
-            tokenized[split] = dataset.rename_column(LABEL, "labels") if has_labels else dataset
-        return datasets.DatasetDict(tokenized)
+            features = examples.map(encode, batched=True, load_from_cache_file=not config.overwrite_cache,
+                                    remove_columns=[c for c in examples.column_names if c not in keep],
+                                    num_proc=config.preprocessing_num_workers, desc=f"Tokenising {split}")
+            splits[split] = TaskSplit(examples, features.rename_column(LABEL, "labels") if has_labels else features)
+        return splits
 
     def collator(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig",
                  training: bool) -> Callable[[list[dict]], dict]:
@@ -79,10 +80,10 @@ class SequenceClassificationTask(Task):
             keys += [f"eval_{key}" for key in scores]
         return keys
 
-    def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, dataset: datasets.Dataset,
+    def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
                  config: "TrainConfig") -> dict[str, float]:
         logits = model.predict(tf_dataset, verbose=0).logits
-        labels = np.asarray(dataset["labels"])
+        labels = np.asarray(split.features["labels"])
         loss = model.hf_compute_loss(tf.constant(labels), tf.constant(logits))
         results = {"eval_loss": float(np.mean(loss))}
         predictions = self._predictions(logits, model)
@@ -92,12 +93,18 @@ class SequenceClassificationTask(Task):
             results.update({f"eval_{key}": value for key, value in scores.items()})
         return results
 
-    def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, dataset: datasets.Dataset,
+    def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
                 config: "TrainConfig") -> list[str]:
         predictions = self._predictions(model.predict(tf_dataset, verbose=0).logits, model)
         if model.config.problem_type == "regression":
             return [f"{value:.3f}" for value in predictions]
         return [model.config.id2label[int(index)] for index in predictions]
+
+    def predict_lines(self, model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase", inputs: list[str],
+                      args: argparse.Namespace) -> list[str]:
+        """One line per text: label, score and the text."""
+        classifier = text_pipeline(self.pipeline_tag, model, tokenizer)
+        return [f"{result['label']}\t{result['score']:.4f}\t{text}" for text, result in zip(inputs, classifier(inputs))]
 
     @staticmethod
     def _predictions(logits: np.ndarray, model: "TFPreTrainedModel") -> np.ndarray:

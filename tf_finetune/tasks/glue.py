@@ -31,7 +31,8 @@ class GlueSpec:
     validation: tuple[str, str] = ("dev.tsv", "validation")  # (local file, Hub split)
     test: tuple[str, str] = ("test.tsv", "test")
     headerless_columns: Optional[tuple[str, ...]] = None  # train/dev files without a header row
-    main_metric: str = "accuracy"
+    # What the glue metric reports for the task; the first is the main one.
+    metric_names: tuple[str, ...] = ("accuracy",)
 
 
 _PAIR = ("sentence1", "sentence2")
@@ -43,13 +44,15 @@ _MNLI = dict(hub_config="mnli", directory="MNLI", text_columns=("premise", "hypo
 GLUE_TASKS: dict[str, GlueSpec] = {
     "cola": GlueSpec("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"),
                      headerless_columns=("source", LABEL, "original_mark", "sentence"),
-                     main_metric="matthews_correlation"),
+                     metric_names=("matthews_correlation",)),
     "sst2": GlueSpec("sst2", "SST-2", ("sentence",), ("negative", "positive")),
     "mrpc": GlueSpec("mrpc", "MRPC", _PAIR, ("not_equivalent", "equivalent"),
-                     renames={"Quality": LABEL, "#1 String": "sentence1", "#2 String": "sentence2"}),
+                     renames={"Quality": LABEL, "#1 String": "sentence1", "#2 String": "sentence2"},
+                     metric_names=("accuracy", "f1")),
     "qqp": GlueSpec("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate"),
-                    renames={"is_duplicate": LABEL}),
-    "stsb": GlueSpec("stsb", "STS-B", _PAIR, None, renames={"score": LABEL}, main_metric="pearson"),
+                    renames={"is_duplicate": LABEL}, metric_names=("accuracy", "f1")),
+    "stsb": GlueSpec("stsb", "STS-B", _PAIR, None, renames={"score": LABEL},
+                     metric_names=("pearson", "spearmanr")),
     "mnli": GlueSpec(**_MNLI, validation=("dev_matched.tsv", "validation_matched"),
                      test=("test_matched.tsv", "test_matched")),
     "mnli-mm": GlueSpec(**_MNLI, validation=("dev_mismatched.tsv", "validation_mismatched"),
@@ -67,7 +70,10 @@ class GlueTask(SequenceClassificationTask):
         self.name = name
         self.spec = spec
         kind = "regression" if spec.label_names is None else f"{len(spec.label_names)}-class classification"
-        self.description = f"GLUE {spec.directory}: {kind}, metric {spec.main_metric}"
+        self.description = f"GLUE {spec.directory}: {kind} of {' / '.join(spec.text_columns)}"
+        self.data_formats = (f"--data_dir with {spec.directory}/train.tsv, {spec.directory}/{spec.validation[0]} "
+                             f"(original GLUE layout), or nyu-mll/glue from the Hub")
+        self.reported_metrics = ", ".join(f"eval_{metric}" for metric in ("loss", *spec.metric_names))
 
     def text_columns(self, config: "TrainConfig", train: datasets.Dataset) -> list[str]:
         return list(self.spec.text_columns)
@@ -76,7 +82,7 @@ class GlueTask(SequenceClassificationTask):
         return [("glue", self.spec.hub_config, {})]
 
     def main_metric(self, config: "TrainConfig", model_config: "PretrainedConfig") -> tuple[str, bool]:
-        return f"eval_{self.spec.main_metric}", True
+        return f"eval_{self.spec.metric_names[0]}", True
 
     def load_raw_datasets(self, config: "TrainConfig") -> datasets.DatasetDict:
         if config.data_dir or config.train_file:

@@ -6,6 +6,7 @@ validation blocks are masked once, with the seed, so every epoch is scored on th
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import weakref
@@ -19,7 +20,7 @@ from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset, re
 from tf_finetune.errors import UserError
 from tf_finetune.models import load_model_config, max_model_length
 from tf_finetune.tasks import register_task
-from tf_finetune.tasks.base import Task
+from tf_finetune.tasks.base import Task, TaskSplit, text_pipeline
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -37,6 +38,10 @@ _loss_steps: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDiction
 
 class LanguageModelingTask(Task):
     """Reading, block grouping and perplexity evaluation shared by masked and causal language modelling."""
+
+    data_formats = (".txt (one document per line), or .csv/.tsv/.json(l)/.parquet with --text_column, or "
+                    "--dataset_name; cut into blocks of --block_size tokens")
+    reported_metrics = "eval_loss (per predicted token), perplexity"
 
     causal: bool
 
@@ -78,7 +83,7 @@ class LanguageModelingTask(Task):
                 return tokenizer(batch[TEXT], truncation=True, max_length=block_size)
             return tokenizer(batch[TEXT], verbose=False)  # long texts are fine: they are cut into blocks next
 
-        tokenized = {}
+        splits = {}
         for split, dataset in raw_datasets.items():
             dataset = dataset.map(encode, remove_columns=dataset.column_names, desc=f"Tokenising {split}", **options)
             if not config.line_by_line:
@@ -87,9 +92,9 @@ class LanguageModelingTask(Task):
                 if len(dataset) == 0:
                     raise UserError(f"the {split} texts make no block of {block_size} tokens; pass a smaller "
                                     "--block_size, more text, or --line_by_line.")
-            dataset = limit_samples(dataset, limits.get(split))
-            tokenized[split] = self.add_labels(dataset, split, tokenizer, config)
-        return datasets.DatasetDict(tokenized)
+            blocks = self.add_labels(limit_samples(dataset, limits.get(split)), split, tokenizer, config)
+            splits[split] = TaskSplit(examples=blocks, features=blocks)  # an example is a block (or a line)
+        return splits
 
     def prepare_tokenizer(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig") -> None:
         """Check (or complete) the special tokens the task needs."""
@@ -119,7 +124,7 @@ class LanguageModelingTask(Task):
     def result_keys(self, config: "TrainConfig", model_config: "PretrainedConfig") -> list[str]:
         return ["eval_loss", "perplexity"]
 
-    def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, dataset: datasets.Dataset,
+    def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
                  config: "TrainConfig") -> dict[str, float]:
         """Mean loss per labelled token over the whole split, and its perplexity."""
         step = _token_loss_step(model, self.causal)
@@ -140,7 +145,7 @@ class MaskedLanguageModelingTask(LanguageModelingTask):
     name = "mlm"
     auto_model_class = "TFAutoModelForMaskedLM"
     pipeline_tag = "fill-mask"
-    description = "masked language modelling on text: --train_file/--validation_file (.txt or --text_column)"
+    description = "masked language modelling: --mlm_probability of the tokens masked and predicted"
     causal = False
 
     def prepare_tokenizer(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig") -> None:
@@ -168,6 +173,38 @@ class MaskedLanguageModelingTask(LanguageModelingTask):
                                                pad_to_multiple_of=config.pad_to_multiple_of, return_tensors="np",
                                                seed=config.seed)
 
+    def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--top_k", type=int, default=5, help="fill-mask: candidate tokens per mask.")
+
+    def predict_inputs(self, args: argparse.Namespace, tokenizer: "PreTrainedTokenizerBase") -> list[str]:
+        """The texts, each of which must hold the tokenizer's mask token."""
+        if args.top_k <= 0:
+            raise UserError(f"--top_k must be a positive number, got {args.top_k}.")
+        texts = super().predict_inputs(args, tokenizer)
+        if tokenizer.mask_token is None:
+            raise UserError(f"the tokenizer of {args.model} has no mask token, so it cannot fill masks; try --task "
+                            "text-generation.")
+        for number, text in enumerate(texts, start=1):
+            if tokenizer.mask_token not in text:
+                raise UserError(f"input {number} has no {tokenizer.mask_token} token ({text[:60]!r}); put "
+                                f"{tokenizer.mask_token} where the word to predict goes.")
+        return texts
+
+    def predict_lines(self, model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase", inputs: list[str],
+                      args: argparse.Namespace) -> list[str]:
+        """Each text, then its top-k candidates with scores (per mask when there are several)."""
+        fill = text_pipeline(self.pipeline_tag, model, tokenizer)
+        lines = []
+        for text in inputs:
+            results = fill(text, top_k=args.top_k)
+            per_mask = results if isinstance(results[0], list) else [results]
+            lines.append(text)
+            for number, candidates in enumerate(per_mask, start=1):
+                if len(per_mask) > 1:
+                    lines.append(f"  mask {number}:")
+                lines += [f"  {candidate['token_str']:<20} {candidate['score']:.4f}" for candidate in candidates]
+        return lines
+
 
 class CausalLanguageModelingTask(LanguageModelingTask):
     """GPT-style causal language modelling: every next token is predicted (labels = input_ids, shifted inside)."""
@@ -175,7 +212,7 @@ class CausalLanguageModelingTask(LanguageModelingTask):
     name = "clm"
     auto_model_class = "TFAutoModelForCausalLM"
     pipeline_tag = "text-generation"
-    description = "causal language modelling on text: --train_file/--validation_file (.txt or --text_column)"
+    description = "causal language modelling: every next token predicted"
     causal = True
 
     def prepare_tokenizer(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig") -> None:
@@ -192,6 +229,21 @@ class CausalLanguageModelingTask(LanguageModelingTask):
                    config: "TrainConfig") -> datasets.Dataset:
         return dataset.map(lambda batch: {"labels": batch["input_ids"]}, batched=True,
                            load_from_cache_file=not config.overwrite_cache, desc=f"Labelling {split}")
+
+    def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--max_new_tokens", type=int, default=20, help="text-generation: tokens to add (greedy).")
+
+    def predict_inputs(self, args: argparse.Namespace, tokenizer: "PreTrainedTokenizerBase") -> list[str]:
+        if args.max_new_tokens <= 0:
+            raise UserError(f"--max_new_tokens must be a positive number, got {args.max_new_tokens}.")
+        return super().predict_inputs(args, tokenizer)
+
+    def predict_lines(self, model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase", inputs: list[str],
+                      args: argparse.Namespace) -> list[str]:
+        """Each text continued greedily by --max_new_tokens tokens."""
+        outputs = text_pipeline(self.pipeline_tag, model, tokenizer)(inputs, max_new_tokens=args.max_new_tokens,
+                                                                    do_sample=False)
+        return [output[0]["generated_text"] for output in outputs]
 
 
 def group_texts(batch: dict[str, list[list[int]]], block_size: int) -> dict[str, list[list[int]]]:

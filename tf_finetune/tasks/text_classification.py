@@ -23,7 +23,9 @@ class TextClassificationTask(SequenceClassificationTask):
     """String or integer labels become classes (names kept in the model config); float labels mean regression."""
 
     name = "text-classification"
-    description = "your own labelled files: --train_file/--validation_file, --text_column, --label_column"
+    description = "classification or regression of your own texts or text pairs (--text_column, --label_column)"
+    data_formats = "--train_file/--validation_file/--test_file: .csv, .tsv, .json(l), .parquet; or --dataset_name"
+    reported_metrics = "eval_accuracy, eval_f1 (macro); regression: eval_pearsonr, eval_spearmanr; or --metric"
 
     def load_raw_datasets(self, config: "TrainConfig") -> datasets.DatasetDict:
         if config.dataset_name:
