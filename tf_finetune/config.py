@@ -78,6 +78,34 @@ class TrainConfig:
     line_by_line: bool = _arg(False, "Treat each line as one example (truncated to --block_size) instead of "
                               "concatenating texts.")
 
+    # Token classification (ner)
+    label_column_index: Optional[int] = _arg(None, "CoNLL files: the column (0-based) holding the tag (default: the "
+                                             "last).", tunable=False)
+    label_all_tokens: bool = _arg(False, "Label every sub-word of a word with the word's tag, not only the first "
+                                  "(the rest get -100 and are not scored).")
+    return_entity_level_metrics: bool = _arg(False, "Also report precision, recall and F1 per entity type.",
+                                             changes_training=False, tunable=False)
+
+    # Extractive question answering (qa)
+    doc_stride: int = _arg(128, "Tokens shared by consecutive windows when a context is longer than "
+                           "--max_seq_length.", card=True)
+    max_answer_length: int = _arg(30, "Longest answer, in tokens, that post-processing accepts.")
+    n_best_size: int = _arg(20, "Start and end logits considered per window when choosing the answer span.")
+    version_2_with_negative: bool = _arg(False, "SQuAD v2.0: some questions have no answer in their context.",
+                                         tunable=False)
+    null_score_diff_threshold: float = _arg(0.0, "SQuAD v2.0: predict no answer when the null score beats the best "
+                                            "span's by more than this.")
+    skip_bad_answers: bool = _arg(False, "Drop (and count) training answers whose answer_start does not point at "
+                                  "their text, instead of stopping.", tunable=False)
+
+    # Multiple choice
+    context_column: Optional[str] = _arg(None, "The column holding the context or question (default: sent1, "
+                                         "question or the file's second column).", tunable=False)
+    choice_columns: Optional[list[str]] = _arg(None, "The columns holding the candidate endings (default: "
+                                               "ending0..N, or a 'choices' list).", nargs="+")
+    column_names: Optional[list[str]] = _arg(None, "Names for the columns of a CSV/TSV without a header row "
+                                             "(CODAH's files have none).", nargs="+")
+
     # Metrics and model selection
     metric: Optional[str] = _arg(None, "An evaluate metric (bundled name, local path or Hub id) for your own data.")
     metric_for_best_model: Optional[str] = _arg(None, "Validation metric that picks the best epoch "
@@ -153,7 +181,8 @@ class TrainConfig:
         self._check_types()
         self._check_choices()
         for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
-                     "max_seq_length", "gradient_accumulation_steps", "block_size", "max_trials"):
+                     "max_seq_length", "gradient_accumulation_steps", "block_size", "max_trials", "doc_stride",
+                     "max_answer_length", "n_best_size"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be a positive number, got {getattr(self, name)}.")
         if self.max_grad_norm < 0:
@@ -176,6 +205,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"--{name} must be a positive number, got {value}.")
+        if self.label_column_index is not None and self.label_column_index < 0:
+            raise UserError(f"--label_column_index counts columns from 0, got {self.label_column_index}.")
         if self.text_column is not None and not 1 <= len(self.text_column) <= 2:
             raise UserError(f"--text_column takes one or two column names, got {len(self.text_column)}.")
 
