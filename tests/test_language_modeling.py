@@ -260,3 +260,12 @@ def test_minilm_mlm_on_wikitext_lowers_perplexity(minilm_path, shared_data, tmp_
     run.model.fit(run.train_dataset, epochs=1, verbose=0)
     after = run.evaluate()
     assert after["perplexity"] < before["perplexity"]
+
+
+def test_search_fraction_counts_blocks_not_texts(tiny_bert, text_files, tmp_path):
+    from tf_finetune.tuning import inspect_data
+
+    config = lm_config("mlm", tiny_bert, text_files, tmp_path, tune="random", tune_train_fraction=0.5)
+    blocks = len(tokenized(config)[0]["train"])
+    assert blocks < 120  # fewer blocks than texts: a fraction of the texts would select them all
+    assert inspect_data(config)[1] == math.ceil(blocks * 0.5)
