@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import socket
+import re
 import subprocess
 import sys
 import time
@@ -331,3 +332,16 @@ def test_colab_tpu_notebook_is_valid_and_uses_the_tpu_strategy():
     code = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
     assert "--strategy tpu" in code or 'strategy="tpu"' in code
     assert "tensorflow-tpu" in code and "tf-keras" in code
+
+
+def test_search_trials_train_on_every_mirrored_replica(bert_without_dropout, data_files, tmp_path):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"learning_rate": {"type": "choice", "values": [0.01]},
+                                 "per_device_train_batch_size": {"type": "choice", "values": [4]}}))
+    output = finish(run_cli(cli_args(bert_without_dropout, data_files, str(tmp_path / "out"), "--strategy", "mirrored",
+                                     "--tune", "random", "--max_trials", "1", "--tune_space", str(space),
+                                     "--no_tune_retrain"),
+                            TF_FINETUNE_LOGICAL_CPUS="2"))
+    assert "Search trials run under MirroredStrategy, 2 replicas" in output
+    # 64 training examples in global batches of 4 per replica x 2 replicas.
+    assert re.search(r"Trial \w+: 8 optimizer steps per epoch of 8 examples \(MirroredStrategy, 2 replicas", output)

@@ -255,6 +255,6 @@ def test_search_needs_training_and_evaluation(tmp_path):
 
 
 def test_too_small_training_fraction_fails_before_any_trial(tiny_bert, tmp_path):
-    with pytest.raises(UserError, match="leaves 4 training examples, fewer than the largest batch size searched"):
+    with pytest.raises(UserError, match="leaves 4 training examples, fewer than the largest batch searched"):
         tune(tune_config(tiny_bert, tmp_path, tune_train_fraction=0.125))
     assert not (tmp_path / "out" / "tuning").exists()

@@ -40,10 +40,12 @@ from typing import Any, Optional
 
 import keras_tuner
 import numpy as np
+import tensorflow as tf
 import tf_keras
 
 from tf_finetune.callbacks import EvaluationCallback
 from tf_finetune.config import TrainConfig, field_fact
+from tf_finetune.distribute import describe_strategy, resolve_strategy
 from tf_finetune.errors import UserError
 from tf_finetune.hub import check_push_access
 from tf_finetune.models import load_model_config, load_tokenizer
@@ -102,11 +104,15 @@ def tune(config: TrainConfig) -> tuple[keras_tuner.Tuner, dict[str, Any]]:
     if config.push_to_hub and config.tune_retrain:  # a bad token should fail now, not after the search
         check_push_access(config.hub_model_id, config.output_dir, config.hub_token, config.hub_private_repo)
     objective, train_samples = inspect_data(config)
-    largest_batch = largest(space, BATCH_SIZE, config.per_device_train_batch_size)
+    strategy = resolve_strategy(config)
+    logger.info("Search trials run under %s.", describe_strategy(strategy))
+    largest_batch = (largest(space, BATCH_SIZE, config.per_device_train_batch_size) * strategy.num_replicas_in_sync *
+                     config.gradient_accumulation_steps)
     if train_samples < largest_batch:
         raise UserError(f"--tune_train_fraction {config.tune_train_fraction} leaves {train_samples} training "
-                        f"examples, fewer than the largest batch size searched ({largest_batch}); raise it.")
-    tuner = build_tuner(config, space, objective, train_samples)
+                        f"examples, fewer than the largest batch searched ({largest_batch} over all replicas); "
+                        "raise it.")
+    tuner = build_tuner(config, space, objective, train_samples, strategy)
     tuner.search(verbose=config.verbose)
     best = best_hyperparameters(tuner)
     write_results(config, tuner, best)
@@ -219,8 +225,9 @@ def build_oracle(config: TrainConfig, space: keras_tuner.HyperParameters,
 
 
 def build_tuner(config: TrainConfig, space: keras_tuner.HyperParameters, objective: Objective,
-                train_samples: int) -> FineTuneTuner:
-    """A tuner over `tune_dir`, resumed when it holds a search with the same settings, fresh otherwise."""
+                train_samples: int, strategy: Optional[tf.distribute.Strategy] = None) -> FineTuneTuner:
+    """A tuner over `tune_dir`, resumed when it holds a search with the same settings, fresh otherwise. Its trials
+    train under `strategy` (default: TensorFlow's current one)."""
     tune_dir = os.path.abspath(config.tune_dir or os.path.join(config.output_dir, "tuning"))
     signature = _signature(config, space, objective, train_samples)
     search_file = os.path.join(tune_dir, SEARCH_FILE)
@@ -230,7 +237,8 @@ def build_tuner(config: TrainConfig, space: keras_tuner.HyperParameters, objecti
         if changed:
             raise UserError(f"--tune_dir {tune_dir} holds a search with other settings (changed: {', '.join(changed)}"
                             "); pass --overwrite_output_dir to start it afresh or choose another --tune_dir.")
-    tuner = FineTuneTuner(config, objective, train_samples, oracle=build_oracle(config, space, objective),
+    tuner = FineTuneTuner(config, objective, train_samples, strategy or tf.distribute.get_strategy(),
+                          oracle=build_oracle(config, space, objective),
                           directory=os.path.dirname(tune_dir), project_name=os.path.basename(tune_dir),
                           overwrite=config.overwrite_output_dir)
     tuner.save()  # from now on, the same call reloads this search instead of starting another one
@@ -239,17 +247,20 @@ def build_tuner(config: TrainConfig, space: keras_tuner.HyperParameters, objecti
 
 
 class FineTuneTuner(keras_tuner.Tuner):
-    """Runs each trial as a tf-keras `FineTuneRun` on the search's share of the training data.
+    """Runs each trial as a tf-keras `FineTuneRun` on the search's share of the training data, under the run's
+    distribution strategy (the trial's batch size is per replica, as in training).
 
     Example:
         tuner = build_tuner(config, build_search_space(config), *inspect_data(config))
         tuner.search()
     """
 
-    def __init__(self, config: TrainConfig, objective: Objective, train_samples: int, **kwargs: Any):
+    def __init__(self, config: TrainConfig, objective: Objective, train_samples: int,
+                 strategy: tf.distribute.Strategy, **kwargs: Any):
         self.config = config
         self.objective = objective
         self.train_samples = train_samples
+        self.strategy = strategy
         super().__init__(**kwargs)
 
     def trial_config(self, trial: keras_tuner.engine.trial.Trial) -> TrainConfig:
@@ -264,7 +275,9 @@ class FineTuneTuner(keras_tuner.Tuner):
         recorded.metrics = type(recorded.metrics)()  # a trial cut off by an interruption starts again from scratch
         config = self.trial_config(trial)
         try:
-            run = FineTuneRun(config)
+            run = FineTuneRun(config, self.strategy)
+            logger.info("Trial %s: %d optimizer steps per epoch of %d examples (%s).", trial.trial_id,
+                        run.steps_per_epoch, run.global_train_batch_size, describe_strategy(self.strategy))
             run.compile()
             callbacks = [EvaluationCallback(run.evaluate), ReportCallback(self.oracle, trial.trial_id, self.objective)]
             if config.early_stopping_patience:
