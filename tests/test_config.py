@@ -79,3 +79,11 @@ def test_field_facts_live_on_the_fields():
     assert {"learning_rate", "num_train_epochs", "seed"} <= set(fields_where("card"))
     assert "hub_token" not in fields_where("card") and not field_fact("hub_token", "tunable")
     assert parse("--strategy", "cpu").strategy == "cpu"  # the facts stay out of argparse, which rejects unknown keys
+
+
+def test_a_run_config_file_rebuilds_the_configuration(tmp_path):
+    config = TrainConfig(task="cola", learning_rate=1e-4, text_column=["a", "b"])
+    path = tmp_path / "run_config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert TrainConfig.from_file(str(path)) == config
+    assert TrainConfig.from_file(str(path), seed=7) == config.replace(seed=7)

@@ -244,6 +244,11 @@ class TrainConfig:
             values.pop(name)
         return values
 
+    @classmethod
+    def from_file(cls, path: str, **changes: Any) -> "TrainConfig":
+        """The configuration in a YAML or JSON file (e.g. a run's run_config.json), with `changes` applied."""
+        return cls(**{**load_config_file(path), **changes})
+
     def replace(self, **changes: Any) -> "TrainConfig":
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)

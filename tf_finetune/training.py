@@ -38,8 +38,8 @@ RESULTS_FILE = "all_results.json"
 class FineTuneRun:
     """A model, its tokenizer, tokenised splits as `tf.data`, an optimizer and callbacks, from one TrainConfig.
 
-    Example (a notebook):
-        run = FineTuneRun(TrainConfig(task="sst2", model_name_or_path=path, data_dir="glue"))
+    Example (a notebook; README.md and examples/quickstart.ipynb show a whole TrainConfig):
+        run = FineTuneRun(TrainConfig.from_file("run_config.json"))  # e.g. the configuration of an earlier run
         run.compile()
         history = run.model.fit(run.train_dataset, epochs=1, callbacks=run.callbacks())
         run.evaluate()
