@@ -38,7 +38,7 @@ def no_network(monkeypatch):
 
 
 def test_list_metrics():
-    assert list_metrics() == ["accuracy", "f1", "glue", "matthews_correlation", "pearsonr", "spearmanr"]
+    assert list_metrics() == ["accuracy", "f1", "glue", "matthews_correlation", "pearsonr", "seqeval", "spearmanr"]
 
 
 def test_evaluate_loads_bundled_directory_by_absolute_path():

@@ -1,0 +1,1 @@
+"""Holds the bundled `seqeval` evaluate metric; a package only so that setuptools ships it."""
