@@ -25,6 +25,7 @@ def files(tmp_path):
         "no_label": write("no_label.csv", [(s,) for s, _ in sentiment_rows(4)], header=("text",)),
         "dir": str(tmp_path),
         "null_label": _write_jsonl(tmp_path / "null.jsonl", [{"text": "the film was good", "label": None}]),
+        "empty_jsonl": _write_jsonl(tmp_path / "empty.jsonl", []),
         "no_tokenizer": _model_without_tokenizer(tmp_path / "no-tokenizer"),
     }
 
@@ -55,6 +56,7 @@ CASES = {
     "missing label column": (["--label_column", "stars"], "no column 'stars'"),
     "label unseen in training": (["--validation_file", "{unseen}"], "label(s) neutral"),
     "empty split": (["--validation_file", "{empty}"], "holds no examples"),
+    "empty JSON Lines split": (["--validation_file", "{empty_jsonl}"], "empty.jsonl holds no examples"),
     "validation without labels": (["--validation_file", "{no_label}"], "no column 'label'"),
     "max_seq_length beyond the model": (["--max_seq_length", "4096"], "--max_seq_length 4096 is more than"),
     "zero batch size": (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be a positive number"),

@@ -35,6 +35,8 @@ def load_data_file(path: str, split: str, allowed: tuple[str, ...] = (".csv", ".
 
 def load_split(builder: str, split: str, path: str, **options: Any) -> datasets.Dataset:
     """Load one file with a `datasets` builder; parse failures become a UserError naming the file."""
+    if _blank(path):  # builders fail on these in their own ways (the json builder with a bare StopIteration)
+        raise UserError(f"{split} file {path} holds no examples; give a file with data.")
     try:
         dataset = datasets.load_dataset(builder, data_files={split: path}, split=split, **options)
     except Exception as error:  # noqa: BLE001 - any parse failure is a problem with the user's file
@@ -45,6 +47,12 @@ def load_split(builder: str, split: str, path: str, **options: Any) -> datasets.
     if len(dataset) == 0:
         raise UserError(f"{split} file {path} holds no examples; give a file with data.")
     return dataset
+
+
+def _blank(path: str) -> bool:
+    """Whether a file holds nothing but whitespace (read up to its first non-blank line)."""
+    with open(path, encoding="utf-8", errors="replace") as file:
+        return not any(line.strip() for line in file)
 
 
 def load_hub_dataset(name: str, config_name: Optional[str]) -> datasets.DatasetDict:

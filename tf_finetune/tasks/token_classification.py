@@ -208,8 +208,6 @@ def read_file(path: str, split: str, label_column_index: Optional[int], tagged: 
     """A CoNLL or JSON (Lines) file as `tokens` and, when tagged, `ner_tags` columns."""
     extension = os.path.splitext(path)[1].lower()
     if extension in _JSON_TYPES:
-        if os.path.isfile(path) and _blank(path):  # the json builder fails on it with a bare StopIteration
-            raise UserError(f"{split} file {path} holds no examples; give a file with data.")
         dataset = load_data_file(path, split, allowed=_JSON_TYPES)
         if TOKENS not in dataset.column_names or (tagged and TAGS not in dataset.column_names):
             needed = f"'{TOKENS}' (the words) and '{TAGS}' (one tag per word)" if tagged else f"'{TOKENS}'"
@@ -222,12 +220,6 @@ def read_file(path: str, split: str, label_column_index: Optional[int], tagged: 
     if not os.path.isfile(path):
         raise UserError(f"{split} file {path} does not exist; check the path.")
     return read_conll(path, split, label_column_index, tagged)
-
-
-def _blank(path: str) -> bool:
-    """Whether a file holds nothing but whitespace (read up to its first non-blank line)."""
-    with open(path, encoding="utf-8", errors="replace") as file:
-        return not any(line.strip() for line in file)
 
 
 def read_conll(path: str, split: str, label_column_index: Optional[int], tagged: bool = True) -> datasets.Dataset:
