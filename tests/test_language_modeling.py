@@ -204,7 +204,7 @@ def test_train_clm_learns_and_saves_a_causal_lm(tiny_gpt2, text_files, tmp_path)
     ({"text_column": ["a", "b"]}, "reads one text column"),
     ({"train_file": None}, "needs --train_file"),
     ({"block_size": 128, "train_file": "SHORT"}, "make no block of 128 tokens"),
-    ({"train_file": "BLANK"}, "holds no text"),
+    ({"train_file": "BLANK"}, "blank.txt holds no examples"),
     ({"train_file": "NUMBERS", "text_column": ["n"]}, "not text"),
     ({"train_file": "NUMBERS"}, "no 'text' column"),
     ({"validation_file": "SHORT", "line_by_line": True, "mlm_probability": 0.01}, "no validation token was masked"),
