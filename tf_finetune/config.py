@@ -99,8 +99,8 @@ class TrainConfig:
                                   "their text, instead of stopping.", tunable=False)
 
     # Multiple choice
-    context_column: Optional[str] = _arg(None, "The column holding the context or question (default: sent1, "
-                                         "question or the file's second column).", tunable=False)
+    context_column: Optional[str] = _arg(None, "The column holding the context or question (default: sent1, else "
+                                         "question).", tunable=False)
     choice_columns: Optional[list[str]] = _arg(None, "The columns holding the candidate endings (default: "
                                                "ending0..N, or a 'choices' list).", nargs="+")
     column_names: Optional[list[str]] = _arg(None, "Names for the columns of a CSV/TSV without a header row "
