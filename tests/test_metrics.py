@@ -38,7 +38,8 @@ def no_network(monkeypatch):
 
 
 def test_list_metrics():
-    assert list_metrics() == ["accuracy", "f1", "glue", "matthews_correlation", "pearsonr", "seqeval", "spearmanr"]
+    assert list_metrics() == ["accuracy", "f1", "glue", "matthews_correlation", "pearsonr", "seqeval", "spearmanr",
+                              "squad", "squad_v2"]
 
 
 def test_evaluate_loads_bundled_directory_by_absolute_path():

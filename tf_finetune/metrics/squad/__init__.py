@@ -1,0 +1,1 @@
+"""Holds the bundled `squad` evaluate metric; a package only so that setuptools ships it."""

@@ -1,0 +1,1 @@
+"""Holds the bundled `squad_v2` evaluate metric; a package only so that setuptools ships it."""

@@ -1,0 +1,490 @@
+"""Extractive question answering (SQuAD v1.1 / v2.0): the answer is a span of the context, found by start and end
+logits (TFAutoModelForQuestionAnswering), as Hugging Face's run_qa.py and utils_qa.py do it.
+
+An example is a question. A context longer than --max_seq_length is cut into windows that overlap by --doc_stride
+tokens; a training window whose context does not hold the answer points both positions at the CLS token (as does an
+unanswerable SQuAD v2.0 question). Evaluation takes, per question and over its windows, the --n_best_size best start
+and end logits, keeps valid spans (inside the context, end >= start, at most --max_answer_length tokens) and answers
+with the best one's text, cut from the original context by the token offsets; with --version_2_with_negative it
+answers "" when the null (CLS) score beats the best span's by more than --null_score_diff_threshold.
+
+Results are the official SQuAD scores (bundled `squad` / `squad_v2` metrics): eval_exact_match and eval_f1 (v1.1),
+eval_exact, eval_f1, eval_total, eval_best_* and, when the split has such questions, eval_HasAns_* / eval_NoAns_*
+(v2.0). No eval_loss is reported (run_qa reports none: windows without the answer make the loss ill-defined).
+
+Questions without an answer in a training or validation file are an error unless --version_2_with_negative is given
+(they would otherwise be trained as "the answer is the CLS token" and scored as unanswerable without saying so).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+import datasets
+import numpy as np
+
+from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset, load_split
+from tf_finetune.errors import UserError
+from tf_finetune.metrics import compute_metrics, load_metric
+from tf_finetune.outputs import write_json
+from tf_finetune.tasks import register_task
+from tf_finetune.tasks.base import Task, TaskSplit, text_pipeline
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
+
+    from tf_finetune.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+ID, TITLE, CONTEXT, QUESTION, ANSWERS = "id", "title", "context", "question", "answers"
+RAW_FEATURES = datasets.Features({
+    ID: datasets.Value("string"), TITLE: datasets.Value("string"), CONTEXT: datasets.Value("string"),
+    QUESTION: datasets.Value("string"),
+    ANSWERS: {"text": datasets.List(datasets.Value("string")), "answer_start": datasets.List(datasets.Value("int32"))},
+})
+_EXTENSIONS = (".json", ".jsonl")
+
+
+class QuestionAnsweringTask(Task):
+    """SQuAD-style extractive question answering over your own files or a Hub dataset such as squad."""
+
+    name = "qa"
+    auto_model_class = "TFAutoModelForQuestionAnswering"
+    pipeline_tag = "question-answering"
+    description = ("extractive question answering (SQuAD v1.1, or v2.0 with --version_2_with_negative): the answer "
+                   "is a span of the context")
+    data_formats = ("SQuAD JSON ({\"data\": [{\"paragraphs\": [{\"context\", \"qas\"}]}]}), or JSON Lines / a JSON "
+                    "list of {id, question, context, answers: {text: [...], answer_start: [...]}}; or --dataset_name")
+    reported_metrics = ("eval_exact_match, eval_f1 (SQuAD v1.1); v2.0: eval_exact, eval_f1, eval_HasAns_*, "
+                        "eval_NoAns_*, eval_best_*")
+
+    # Reading
+    def load_raw_datasets(self, config: "TrainConfig") -> datasets.DatasetDict:
+        """train / validation / test splits with columns id, title, context, question, answers."""
+        if config.dataset_name:
+            hub = load_hub_dataset(config.dataset_name, config.dataset_config_name)
+            raw = {split: hub[split] for split in ("train", "validation", "test") if split in hub}
+            sources = {split: f"{config.dataset_name} {split} split" for split in raw}
+        else:
+            if config.do_train and not config.train_file:
+                raise UserError("qa needs --train_file (SQuAD JSON or JSON Lines) or --dataset_name.")
+            if config.do_eval and not config.validation_file:
+                raise UserError("qa needs --validation_file to evaluate; pass one or --do_eval false.")
+            files = {"train": config.train_file, "validation": config.validation_file, "test": config.test_file}
+            raw = {split: read_qa_file(path, split) for split, path in files.items() if path}
+            sources = {split: f"{split} file {path}" for split, path in files.items() if path}
+        raw = {split: standardise(dataset, split, sources[split]) for split, dataset in raw.items()}
+        for split in ("train", "validation"):
+            if split in raw and not config.version_2_with_negative:
+                check_answerable(raw[split], sources[split])
+        if "train" in raw:
+            raw["train"] = check_answer_starts(raw["train"], sources["train"], config.skip_bad_answers)
+        return datasets.DatasetDict(raw)
+
+    # Tokenising
+    def tokenize(self, raw_datasets: datasets.DatasetDict, tokenizer: "PreTrainedTokenizerBase",
+                 config: "TrainConfig") -> dict[str, TaskSplit]:
+        """Questions (max_*_samples applied) and their windows: training windows carry start/end positions, the
+        others `example_id` and `offset_mapping` (None outside the context) for post-processing."""
+        limits = {"train": config.max_train_samples, "validation": config.max_eval_samples,
+                  "test": config.max_predict_samples}
+        splits = {}
+        for split, examples in raw_datasets.items():
+            examples = limit_samples(examples, limits.get(split))
+            check_window_room(examples, tokenizer, config, split)
+            features = examples.map(encode_windows, batched=True, remove_columns=examples.column_names,
+                                    fn_kwargs={"tokenizer": tokenizer, "max_seq_length": config.max_seq_length,
+                                               "doc_stride": config.doc_stride, "training": split == "train"},
+                                    load_from_cache_file=not config.overwrite_cache,
+                                    num_proc=config.preprocessing_num_workers, desc=f"Tokenising {split}")
+            logger.info("%s: %d questions in %d windows.", split, len(examples), len(features))
+            splits[split] = TaskSplit(examples, features)
+        return splits
+
+    def collator(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig",
+                 training: bool) -> Callable[[list[dict]], dict]:
+        from transformers import DataCollatorWithPadding
+
+        # start/end positions are scalars, so they pass through the padding untouched.
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=config.pad_to_multiple_of, return_tensors="np")
+
+    # Scoring
+    def main_metric(self, config: "TrainConfig", model_config: "PretrainedConfig") -> tuple[str, bool]:
+        return "eval_f1", True
+
+    def result_keys(self, config: "TrainConfig", model_config: "PretrainedConfig") -> list[str]:
+        """The metric's keys on a one-question sample, without the HasAns_/NoAns_ ones (present only when the
+        split has answerable / unanswerable questions)."""
+        sample = squad_inputs(["0"], ["a"], [{"text": ["a"], "answer_start": [0]}], config.version_2_with_negative)
+        scores = compute_metrics(load_metric(metric_name(config)), *sample)
+        return [f"eval_{key}" for key in scores if not key.startswith(("HasAns_", "NoAns_"))]
+
+    def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
+                 config: "TrainConfig") -> dict[str, float]:
+        answers = self._answers(model, tf_dataset, split, config)
+        sample = squad_inputs(split.examples[ID], answers, split.examples[ANSWERS], config.version_2_with_negative)
+        scores = compute_metrics(load_metric(metric_name(config)), *sample)
+        return {f"eval_{key}": value for key, value in scores.items()}
+
+    # Predictions of --do_predict
+    def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
+                config: "TrainConfig") -> dict[str, str]:
+        """Question id -> answer text ("" for no answer)."""
+        return dict(zip(split.examples[ID], self._answers(model, tf_dataset, split, config)))
+
+    def write_predictions(self, predictions: dict[str, str], split: TaskSplit, output_dir: str,
+                          config: "TrainConfig") -> str:
+        """Write `predict_results_qa.json`, {question id: answer text}, atomically; returns its path."""
+        path = os.path.join(output_dir, f"predict_results_{self.name}.json")
+        write_json(path, predictions)
+        return path
+
+    # The predict command
+    def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--question", help="question-answering: the question to answer from --context.")
+        parser.add_argument("--context", help="question-answering: the text that holds the answer to --question.")
+
+    def predict_inputs(self, args: argparse.Namespace, tokenizer: "PreTrainedTokenizerBase") -> list[dict[str, str]]:
+        """--question with --context, followed by the JSON objects of --file (one {question, context} a line)."""
+        if args.texts:
+            raise UserError("question-answering takes --question and --context (or --file), not TEXT arguments; "
+                            "put the question in --question and the text holding the answer in --context.")
+        inputs = []
+        if args.question is not None or args.context is not None:
+            if not (args.question or "").strip() or not (args.context or "").strip():
+                raise UserError("question-answering needs both --question and --context (non-blank); pass "
+                                "--question \"...\" --context \"...\".")
+            inputs.append({QUESTION: args.question, CONTEXT: args.context})
+        if args.file:
+            inputs += read_question_lines(args.file)
+        if not inputs:
+            raise UserError("no question: pass --question \"...\" --context \"...\", or --file with one JSON object "
+                            "{\"question\": ..., \"context\": ...} per line.")
+        return inputs
+
+    def predict_lines(self, model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
+                      inputs: list[dict[str, str]], args: argparse.Namespace) -> list[str]:
+        """One line per question: answer, score (start x end probability, from transformers' pipeline) and the
+        question."""
+        answer = text_pipeline(self.pipeline_tag, model, tokenizer)
+        lines = []
+        for item in inputs:
+            result = answer(question=item[QUESTION], context=item[CONTEXT])
+            lines.append(f"{result['answer']}\t{result['score']:.4f}\t{item[QUESTION]}")
+        return lines
+
+    def _answers(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
+                 config: "TrainConfig") -> list[str]:
+        start_logits, end_logits = window_logits(model, tf_dataset)
+        return best_answers(split.examples, split.features, start_logits, end_logits, config)
+
+
+# Reading
+
+def read_qa_file(path: str, split: str) -> datasets.Dataset:
+    """A SQuAD JSON file flattened to one row per question; or, as they are, the flat rows of a JSON Lines file, a
+    JSON list or a JSON object's "data" list (what run_qa reads)."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension == ".json" and os.path.isfile(path):
+        with open(path, encoding="utf-8") as file:
+            try:
+                content = json.load(file)
+            except json.JSONDecodeError:
+                content = None  # JSON Lines under a .json name: the json builder reads it
+        if isinstance(content, dict):
+            data = content.get("data")
+            if not isinstance(data, list):
+                raise UserError(f"{split} file {path} is a JSON object without a 'data' list; give SQuAD JSON "
+                                "({\"data\": [{\"paragraphs\": [...]}]}) or JSON Lines with one question a line.")
+            if data and isinstance(data[0], dict) and "paragraphs" not in data[0]:  # run_qa's {"data": [flat rows]}
+                return load_split("json", split, path, field="data")
+            return read_squad(path, f"{split} file {path}")
+    return load_data_file(path, split, allowed=_EXTENSIONS)
+
+
+def read_squad(path: str, source: str) -> datasets.Dataset:
+    """A SQuAD JSON file as one row per question, through `datasets` (Dataset.from_generator), so the rows and their
+    tokenisation are cached on disk like the other tasks' data; the file's size and modification time are part of
+    the cache key."""
+    stat = os.stat(path)
+    try:
+        return datasets.Dataset.from_generator(squad_rows, features=RAW_FEATURES, gen_kwargs={
+            "path": os.path.abspath(path), "source": source, "version": (stat.st_size, stat.st_mtime_ns)})
+    except datasets.exceptions.DatasetGenerationError as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
+    except ValueError as error:  # datasets' words for a generator that yields nothing
+        if "corresponds to no data" not in str(error):
+            raise
+        raise UserError(f"{source} holds no questions; give a file with data.") from None
+
+
+def squad_rows(path: str, source: str, version: tuple[int, int]) -> Iterator[dict[str, Any]]:
+    """One row per question of SQuAD's articles -> paragraphs -> qas; an impossible (v2.0) question has no answers."""
+    with open(path, encoding="utf-8") as file:
+        articles = json.load(file)["data"]
+    for a, article in enumerate(articles):
+        for p, paragraph in enumerate(_field(article, "paragraphs", list, source, f"data[{a}]")):
+            where = f"data[{a}].paragraphs[{p}]"
+            context = _field(paragraph, "context", str, source, where)
+            for q, qa in enumerate(_field(paragraph, "qas", list, source, where)):
+                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                if not isinstance(answers, list) or not all(
+                        isinstance(answer, dict) and isinstance(answer.get("text"), str) and
+                        isinstance(answer.get("answer_start"), int) for answer in answers):
+                    raise UserError(f"{source}: {where}.qas[{q}] has answers that are not a list of {{\"text\": "
+                                    "string, \"answer_start\": integer} objects; fix the file.")
+                yield {QUESTION: _field(qa, "question", str, source, f"{where}.qas[{q}]"),
+                       ID: str(_field(qa, "id", (str, int), source, f"{where}.qas[{q}]")),
+                       TITLE: str(article.get("title", "")), CONTEXT: context,
+                       ANSWERS: {"text": [answer["text"] for answer in answers],
+                                 "answer_start": [answer["answer_start"] for answer in answers]}}
+
+
+def _field(node: Any, key: str, kind: Any, source: str, where: str) -> Any:
+    """node[key], which must be of `kind`."""
+    if not isinstance(node, dict) or not isinstance(node.get(key), kind):
+        raise UserError(f"{source}: {where} has no {key!r} {'list' if kind is list else 'string'}, as SQuAD JSON "
+                        "needs; fix the file.")
+    return node[key]
+
+
+def standardise(dataset: datasets.Dataset, split: str, source: str) -> datasets.Dataset:
+    """The split with exactly RAW_FEATURES' columns (title "" and, in test data, no answers when absent) and
+    unique ids."""
+    needed = [ID, QUESTION, CONTEXT] + ([ANSWERS] if split != "test" else [])
+    missing = [column for column in needed if column not in dataset.column_names]
+    if missing:
+        raise UserError(f"{source} has no {', '.join(map(repr, missing))} field (fields: "
+                        f"{', '.join(dataset.column_names)}); qa reads id, question, context and answers "
+                        "({text: [...], answer_start: [...]}) as the Hub's squad dataset has them, or SQuAD JSON.")
+    if TITLE not in dataset.column_names:
+        dataset = dataset.add_column(TITLE, [""] * len(dataset))
+    if ANSWERS not in dataset.column_names:
+        dataset = dataset.add_column(ANSWERS, [{"text": [], "answer_start": []}] * len(dataset))
+    dataset = dataset.select_columns(list(RAW_FEATURES))
+    try:
+        dataset = dataset.cast(RAW_FEATURES)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{source} does not hold id, question, context as strings and answers as {{text: [...], "
+                        f"answer_start: [...]}} ({str(error).splitlines()[0][:120]}); fix the file.") from error
+    ids = dataset[ID]
+    if len(set(ids)) < len(ids):
+        seen: set[str] = set()
+        duplicate = next(qid for qid in ids if qid in seen or seen.add(qid))
+        raise UserError(f"{source} has question id {duplicate!r} more than once; give every question its own id.")
+    return dataset
+
+
+def check_answerable(dataset: datasets.Dataset, source: str) -> None:
+    """Without --version_2_with_negative every question must have an answer."""
+    missing = [qid for qid, answers in zip(dataset[ID], dataset[ANSWERS]) if not answers["text"]]
+    if missing:
+        raise UserError(f"{source} has {len(missing)} question(s) without an answer (first: id {missing[0]!r}), as "
+                        "SQuAD v2.0 data does; pass --version_2_with_negative to train and score them as unanswerable, "
+                        "or give every question an answer.")
+
+
+def check_answer_starts(dataset: datasets.Dataset, source: str, skip: bool) -> datasets.Dataset:
+    """The training questions whose first answer (the one trained on) is at answer_start in the context; others are
+    an error, or dropped (and counted) with --skip_bad_answers."""
+    bad = [index for index, (context, answers) in enumerate(zip(dataset[CONTEXT], dataset[ANSWERS]))
+           if answers["text"] and not _answer_is_at_start(context, answers)]
+    if not bad:
+        return dataset
+    first = dataset[bad[0]]
+    if not skip:
+        text, start = first[ANSWERS]["text"][0], (first[ANSWERS]["answer_start"] or [None])[0]
+        raise UserError(f"{source} has {len(bad)} answer(s) that are not at their answer_start in the context "
+                        f"(first: question id {first[ID]!r}, {text[:40]!r} at {start}); fix answer_start, or pass "
+                        "--skip_bad_answers to drop those questions.")
+    logger.warning("%s: dropped %d of %d questions whose answer is not at its answer_start (first: id %r).", source,
+                   len(bad), len(dataset), first[ID])
+    bad_set = set(bad)
+    return dataset.select([index for index in range(len(dataset)) if index not in bad_set])
+
+
+def _answer_is_at_start(context: str, answers: dict[str, list]) -> bool:
+    if len(answers["answer_start"]) != len(answers["text"]):
+        return False
+    start, text = answers["answer_start"][0], answers["text"][0]
+    return start >= 0 and context[start:start + len(text)] == text
+
+
+def read_question_lines(path: str) -> list[dict[str, str]]:
+    """The {question, context} JSON objects of a JSON Lines file (blank lines skipped)."""
+    if not os.path.isfile(path):
+        raise UserError(f"--file {path} does not exist; pass a JSON Lines file with one {{\"question\": ..., "
+                        "\"context\": ...}} object a line.")
+    inputs = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserError(f"{path} line {number} is not JSON ({error.msg}); write one {{\"question\": ..., "
+                                "\"context\": ...}} object a line.") from error
+            if not isinstance(item, dict) or not all(isinstance(item.get(key), str) and item[key].strip()
+                                                     for key in (QUESTION, CONTEXT)):
+                raise UserError(f"{path} line {number} needs non-blank \"question\" and \"context\" strings.")
+            inputs.append({QUESTION: item[QUESTION], CONTEXT: item[CONTEXT]})
+    return inputs
+
+
+# Tokenising
+
+def check_window_room(examples: datasets.Dataset, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig",
+                      split: str) -> None:
+    """Every window must hold the question and more context tokens than --doc_stride (the tokenizer's rule)."""
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    lengths = [len(ids) for ids in tokenizer([q.lstrip() for q in examples[QUESTION]],
+                                             add_special_tokens=False)["input_ids"]]
+    longest = int(np.argmax(lengths))
+    room = config.max_seq_length - specials - lengths[longest]
+    qid = examples[longest][ID]
+    if room <= 0:
+        raise UserError(f"{split} question {qid!r} has {lengths[longest]} tokens, which with {specials} special tokens "
+                        f"leave no room for its context in --max_seq_length {config.max_seq_length}; shorten the "
+                        f"question or pass --max_seq_length {lengths[longest] + specials + config.doc_stride + 1} or "
+                        "more.")
+    if config.doc_stride >= room:
+        raise UserError(f"--doc_stride {config.doc_stride} must be smaller than the {room} context tokens a window of "
+                        f"--max_seq_length {config.max_seq_length} holds next to the longest {split} question "
+                        f"({qid!r}, {lengths[longest]} tokens); pass a smaller --doc_stride or a larger "
+                        "--max_seq_length, e.g. --max_seq_length 384 --doc_stride 128 as run_qa.")
+
+
+def encode_windows(batch: dict[str, list], tokenizer: "PreTrainedTokenizerBase", max_seq_length: int,
+                   doc_stride: int, training: bool) -> dict[str, list]:
+    """The windows of a batch of questions: question and context (context first when the tokenizer pads on the
+    left), only the context truncated, consecutive windows sharing doc_stride tokens, no padding."""
+    question_first = tokenizer.padding_side == "right"
+    questions = [question.lstrip() for question in batch[QUESTION]]
+    pair = (questions, batch[CONTEXT]) if question_first else (batch[CONTEXT], questions)
+    encoded = tokenizer(*pair, truncation="only_second" if question_first else "only_first",
+                        max_length=max_seq_length, stride=doc_stride, return_overflowing_tokens=True,
+                        return_offsets_mapping=True)
+    example_indices = encoded.pop("overflow_to_sample_mapping")
+    all_offsets = encoded.pop("offset_mapping")
+    context_sequence = 1 if question_first else 0
+    if training:
+        positions = [answer_positions(offsets, encoded.sequence_ids(i), context_sequence,
+                                      batch[ANSWERS][example_indices[i]], cls_index(encoded["input_ids"][i], tokenizer))
+                     for i, offsets in enumerate(all_offsets)]
+        encoded["start_positions"] = [start for start, _ in positions]
+        encoded["end_positions"] = [end for _, end in positions]
+    else:
+        encoded["example_id"] = [batch[ID][index] for index in example_indices]
+        encoded["offset_mapping"] = [
+            [offset if sequence == context_sequence else None for offset, sequence in zip(offsets,
+                                                                                          encoded.sequence_ids(i))]
+            for i, offsets in enumerate(all_offsets)]
+    return encoded
+
+
+def cls_index(input_ids: list[int], tokenizer: "PreTrainedTokenizerBase") -> int:
+    """Where the CLS (else BOS) token is: the position that means 'no answer here'."""
+    for token_id in (tokenizer.cls_token_id, tokenizer.bos_token_id):
+        if token_id is not None and token_id in input_ids:
+            return input_ids.index(token_id)
+    return 0
+
+
+def answer_positions(offsets: list[tuple[int, int]], sequence_ids: list, context_sequence: int,
+                     answers: dict[str, list], cls: int) -> tuple[int, int]:
+    """The first and last token of the (first) answer in this window, or (cls, cls) when the window does not hold
+    all of it or the question has no answer."""
+    if not answers["text"]:
+        return cls, cls
+    start_char = answers["answer_start"][0]
+    end_char = start_char + len(answers["text"][0])
+    context = [k for k, sequence in enumerate(sequence_ids) if sequence == context_sequence]
+    if offsets[context[0]][0] > start_char or offsets[context[-1]][1] < end_char:
+        return cls, cls
+    start = next(k for k in reversed(context) if offsets[k][0] <= start_char)
+    end = next(k for k in context if offsets[k][1] >= end_char)
+    return start, end
+
+
+# Post-processing
+
+def window_logits(model: "TFPreTrainedModel", tf_dataset: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Start and end logits of every window, in order, each cut to the window's own tokens (batches are padded to
+    different lengths, and padding may be on either side)."""
+    starts, ends = [], []
+    for batch in tf_dataset:
+        features = batch[0] if isinstance(batch, tuple) else batch
+        outputs = model.predict_on_batch(features)
+        for start, end, mask in zip(outputs.start_logits, outputs.end_logits, np.asarray(features["attention_mask"])):
+            keep = mask.astype(bool)
+            starts.append(np.asarray(start, dtype=np.float32)[keep])
+            ends.append(np.asarray(end, dtype=np.float32)[keep])
+    return starts, ends
+
+
+def best_answers(examples: datasets.Dataset, features: datasets.Dataset, start_logits: list[np.ndarray],
+                 end_logits: list[np.ndarray], config: "TrainConfig") -> list[str]:
+    """Each question's answer text: the best valid span over its windows (utils_qa.postprocess_qa_predictions);
+    with --version_2_with_negative, "" when the lowest null score of its windows beats it by more than
+    --null_score_diff_threshold."""
+    windows: dict[str, list[int]] = defaultdict(list)
+    for index, example_id in enumerate(features["example_id"]):
+        windows[example_id].append(index)
+    all_offsets = features["offset_mapping"]
+    answers = []
+    for qid, context in zip(examples[ID], examples[CONTEXT]):
+        best, null_score = None, None
+        for index in windows[qid]:
+            starts, ends = start_logits[index], end_logits[index]
+            window_null = float(starts[0] + ends[0])
+            null_score = window_null if null_score is None else min(null_score, window_null)
+            span = best_span(starts, ends, all_offsets[index], config.n_best_size, config.max_answer_length)
+            if span is not None and (best is None or span[0] > best[0]):
+                best = span
+        if best is None or (config.version_2_with_negative and
+                            null_score - best[0] > config.null_score_diff_threshold):
+            answers.append("")
+        else:
+            answers.append(context[best[1]:best[2]])
+    return answers
+
+
+def best_span(start_logits: np.ndarray, end_logits: np.ndarray, offsets: list, n_best_size: int,
+              max_answer_length: int) -> tuple[float, int, int] | None:
+    """(score, first character, end character) of the window's best valid span among its n_best_size best starts
+    and ends, or None when no pair makes a valid span."""
+    best = None
+    ends = np.argsort(end_logits)[::-1][:n_best_size]
+    for start in np.argsort(start_logits)[::-1][:n_best_size]:
+        for end in ends:
+            if offsets[start] is None or offsets[end] is None or not 0 <= end - start < max_answer_length:
+                continue
+            score = float(start_logits[start] + end_logits[end])
+            if best is None or score > best[0]:
+                best = (score, offsets[start][0], offsets[end][1])
+    return best
+
+
+def metric_name(config: "TrainConfig") -> str:
+    """The bundled evaluate metric: squad, or squad_v2 with --version_2_with_negative."""
+    return "squad_v2" if config.version_2_with_negative else "squad"
+
+
+def squad_inputs(ids: list[str], answers: list[str], gold: list[dict], version_2: bool) -> tuple[list, list]:
+    """(predictions, references) as evaluate's squad / squad_v2 metrics take them; no-answer probability 0 as
+    run_qa passes it."""
+    predictions = [{"id": qid, "prediction_text": text, **({"no_answer_probability": 0.0} if version_2 else {})}
+                   for qid, text in zip(ids, answers)]
+    references = [{"id": qid, "answers": answer} for qid, answer in zip(ids, gold)]
+    return predictions, references
+
+
+register_task(QuestionAnsweringTask())
