@@ -311,7 +311,7 @@ BAD_INPUT = {
     "unknown validation tag": (["--validation_file", "{unknown_tag}"],
                                "validation file {unknown_tag} example 1 (counting from 0) has the tag 'B-ORG', which "
                                "the training data does not have (known tags: B-LOC, B-PER, O)"),
-    "empty file": (["--validation_file", "{empty}"], "validation file {empty} holds no sentences"),
+    "empty file": (["--validation_file", "{empty}"], "validation file {empty} holds no examples"),
     "empty json file": (["--validation_file", "{empty_json}"], "holds no examples"),
     "json without tokens and tags": (["--train_file", "{no_tags_json}"],
                                      "has no 'tokens' (the words) and 'ner_tags' (one tag per word) columns "

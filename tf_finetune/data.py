@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import datasets
 
@@ -47,6 +47,27 @@ def load_split(builder: str, split: str, path: str, **options: Any) -> datasets.
     if len(dataset) == 0:
         raise UserError(f"{split} file {path} holds no examples; give a file with data.")
     return dataset
+
+
+def load_generated(generator: Callable[..., Iterator[dict[str, Any]]], path: str, split: str,
+                   features: datasets.Features, **kwargs: Any) -> datasets.Dataset:
+    """The rows `generator(path=..., **kwargs)` reads from a file of a format no `datasets` builder knows, through
+    `Dataset.from_generator`: cached on disk like the builders' output (the file's size and modification time are part
+    of the cache key). A UserError the generator raises (naming a bad line) reaches the caller as it is."""
+    if _blank(path):
+        raise UserError(f"{split} file {path} holds no examples; give a file with data.")
+    stat = os.stat(path)
+    try:
+        return datasets.Dataset.from_generator(generator, features=features, gen_kwargs={
+            "path": os.path.abspath(path), **kwargs, "version": (stat.st_size, stat.st_mtime_ns)})
+    except datasets.exceptions.DatasetGenerationError as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
+    except ValueError as error:  # datasets' words for a generator that yields nothing
+        if "corresponds to no data" not in str(error):
+            raise
+        raise UserError(f"{split} file {path} holds no examples; give a file with data.") from None
 
 
 def _blank(path: str) -> bool:

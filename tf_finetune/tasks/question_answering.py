@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import datasets
 import numpy as np
 
-from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset, load_split
+from tf_finetune.data import limit_samples, load_data_file, load_generated, load_hub_dataset, load_split
 from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.outputs import write_json
@@ -203,26 +203,13 @@ def read_qa_file(path: str, split: str) -> datasets.Dataset:
                                 "({\"data\": [{\"paragraphs\": [...]}]}) or JSON Lines with one question a line.")
             if data and isinstance(data[0], dict) and "paragraphs" not in data[0]:  # run_qa's {"data": [flat rows]}
                 return load_split("json", split, path, field="data")
-            return read_squad(path, f"{split} file {path}")
+            return read_squad(path, split)
     return load_data_file(path, split, allowed=_EXTENSIONS)
 
 
-def read_squad(path: str, source: str) -> datasets.Dataset:
-    """A SQuAD JSON file as one row per question, through `datasets` (Dataset.from_generator), so the rows and their
-    tokenisation are cached on disk like the other tasks' data; the file's size and modification time are part of
-    the cache key."""
-    stat = os.stat(path)
-    try:
-        return datasets.Dataset.from_generator(squad_rows, features=RAW_FEATURES, gen_kwargs={
-            "path": os.path.abspath(path), "source": source, "version": (stat.st_size, stat.st_mtime_ns)})
-    except datasets.exceptions.DatasetGenerationError as error:
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        raise
-    except ValueError as error:  # datasets' words for a generator that yields nothing
-        if "corresponds to no data" not in str(error):
-            raise
-        raise UserError(f"{source} holds no questions; give a file with data.") from None
+def read_squad(path: str, split: str) -> datasets.Dataset:
+    """A SQuAD JSON file as one row per question, through `load_generated` (cached on disk like other data)."""
+    return load_generated(squad_rows, path, split, RAW_FEATURES, source=f"{split} file {path}")
 
 
 def squad_rows(path: str, source: str, version: tuple[int, int]) -> Iterator[dict[str, Any]]:

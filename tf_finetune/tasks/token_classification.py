@@ -19,7 +19,7 @@ import datasets
 import numpy as np
 import tensorflow as tf
 
-from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset
+from tf_finetune.data import limit_samples, load_data_file, load_generated, load_hub_dataset
 from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.models import max_model_length
@@ -227,28 +227,15 @@ def read_conll(path: str, split: str, label_column_index: Optional[int], tagged:
     `label_column_index` (default: the last); blank lines and -DOCSTART- lines end a sentence. Untagged (test) files
     may hold the token alone.
 
-    Read through `datasets` (Dataset.from_generator), so the sentences and their tokenisation are cached on disk like
-    the other tasks' data; the file's size and modification time are part of the cache key.
+    Read through `load_generated`, so the sentences and their tokenisation are cached on disk like other data.
     """
-    stat = os.stat(path)
-    try:
-        words = datasets.List(datasets.Value("string"))
-        dataset = datasets.Dataset.from_generator(_conll_sentences, features=datasets.Features(
-            {TOKENS: words, TAGS: words} if tagged else {TOKENS: words}), gen_kwargs={
-            "path": os.path.abspath(path), "split": split, "label_column_index": label_column_index, "tagged": tagged,
-            "version": (stat.st_size, stat.st_mtime_ns)})
-    except datasets.exceptions.DatasetGenerationError as error:
-        if isinstance(error.__cause__, UserError):
-            raise error.__cause__ from None
-        raise
-    except ValueError as error:  # datasets' words for a generator that yields nothing
-        if "corresponds to no data" not in str(error):
-            raise
-        raise UserError(f"{split} file {path} holds no sentences; give a CoNLL file with one token per line.") from None
-    return dataset
+    words = datasets.List(datasets.Value("string"))
+    return load_generated(_conll_sentences, path, split, datasets.Features(
+        {TOKENS: words, TAGS: words} if tagged else {TOKENS: words}), where=f"{split} file {path}",
+        label_column_index=label_column_index, tagged=tagged)
 
 
-def _conll_sentences(path: str, split: str, label_column_index: Optional[int], tagged: bool,
+def _conll_sentences(path: str, where: str, label_column_index: Optional[int], tagged: bool,
                      version: tuple[int, int]) -> Iterator[dict[str, list[str]]]:
     """The sentences of a CoNLL file as {tokens, ner_tags} (tokens only for an untagged file)."""
     tokens: list[str] = []
@@ -264,9 +251,9 @@ def _conll_sentences(path: str, split: str, label_column_index: Optional[int], t
                 continue
             if columns is None:
                 columns = len(parts)
-                tag_column = _tag_column(columns, label_column_index, f"{split} file {path} line {number}", tagged)
+                tag_column = _tag_column(columns, label_column_index, f"{where} line {number}", tagged)
             elif len(parts) != columns:
-                raise UserError(f"{split} file {path} line {number} has {len(parts)} column(s) where the lines before "
+                raise UserError(f"{where} line {number} has {len(parts)} column(s) where the lines before "
                                 f"have {columns}; give every line the same columns (token first, then the tag).")
             tokens.append(parts[0])
             if tag_column is not None:
