@@ -244,6 +244,11 @@ class TrainConfig:
             values.pop(name)
         return values
 
+    def max_samples(self, split: str) -> Optional[int]:
+        """The --max_*_samples limit of a split (train, validation or test); None: all examples."""
+        return {"train": self.max_train_samples, "validation": self.max_eval_samples,
+                "test": self.max_predict_samples}.get(split)
+
     @classmethod
     def from_file(cls, path: str, **changes: Any) -> "TrainConfig":
         """The configuration in a YAML or JSON file (e.g. a run's run_config.json), with `changes` applied."""

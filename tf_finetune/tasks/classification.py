@@ -47,8 +47,6 @@ class SequenceClassificationTask(Task):
     def tokenize(self, raw_datasets: datasets.DatasetDict, tokenizer: "PreTrainedTokenizerBase",
                  config: "TrainConfig") -> datasets.DatasetDict:
         columns = self.text_columns(config, raw_datasets["train"])
-        limits = {"train": config.max_train_samples, "validation": config.max_eval_samples,
-                  "test": config.max_predict_samples}
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
             texts = [batch[column] for column in columns]
@@ -56,7 +54,7 @@ class SequenceClassificationTask(Task):
 
         splits = {}
         for split, examples in raw_datasets.items():
-            examples = limit_samples(examples, limits.get(split))
+            examples = limit_samples(examples, config.max_samples(split))
             has_labels = LABEL in examples.column_names and split != "test"
             keep = [LABEL] if has_labels else []
             features = examples.map(encode, batched=True, load_from_cache_file=not config.overwrite_cache,

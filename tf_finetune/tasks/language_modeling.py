@@ -72,7 +72,6 @@ class LanguageModelingTask(Task):
                  config: "TrainConfig") -> datasets.DatasetDict:
         self.prepare_tokenizer(tokenizer, config)
         block_size = self.block_size(tokenizer, config)
-        limits = {"train": config.max_train_samples, "validation": config.max_eval_samples}
         options = {"batched": True, "load_from_cache_file": not config.overwrite_cache,
                    "num_proc": config.preprocessing_num_workers}
 
@@ -92,7 +91,7 @@ class LanguageModelingTask(Task):
                 if len(dataset) == 0:
                     raise UserError(f"the {split} texts make no block of {block_size} tokens; pass a smaller "
                                     "--block_size, more text, or --line_by_line.")
-            blocks = self.add_labels(limit_samples(dataset, limits.get(split)), split, tokenizer, config)
+            blocks = self.add_labels(limit_samples(dataset, config.max_samples(split)), split, tokenizer, config)
             splits[split] = TaskSplit(examples=blocks, features=blocks)  # an example is a block (or a line)
         return splits
 

@@ -112,8 +112,6 @@ class MultipleChoiceTask(Task):
                  config: "TrainConfig") -> dict[str, TaskSplit]:
         """Each (context, choice) pair tokenised (truncated to --max_seq_length); features hold num_choices
         sequences per example and `labels`."""
-        limits = {"train": config.max_train_samples, "validation": config.max_eval_samples,
-                  "test": config.max_predict_samples}
         max_length = config.max_seq_length
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
@@ -127,7 +125,7 @@ class MultipleChoiceTask(Task):
 
         splits = {}
         for split, examples in raw_datasets.items():
-            examples = limit_samples(examples, limits.get(split))
+            examples = limit_samples(examples, config.max_samples(split))
             features = examples.map(encode, batched=True, load_from_cache_file=not config.overwrite_cache,
                                     remove_columns=[c for c in examples.column_names if c != LABEL],
                                     num_proc=config.preprocessing_num_workers, desc=f"Tokenising {split}")

@@ -91,11 +91,9 @@ class QuestionAnsweringTask(Task):
                  config: "TrainConfig") -> dict[str, TaskSplit]:
         """Questions (max_*_samples applied) and their windows: training windows carry start/end positions, the
         others `example_id` and `offset_mapping` (None outside the context) for post-processing."""
-        limits = {"train": config.max_train_samples, "validation": config.max_eval_samples,
-                  "test": config.max_predict_samples}
         splits = {}
         for split, examples in raw_datasets.items():
-            examples = limit_samples(examples, limits.get(split))
+            examples = limit_samples(examples, config.max_samples(split))
             check_window_room(examples, tokenizer, config, split)
             features = examples.map(encode_windows, batched=True, remove_columns=examples.column_names,
                                     fn_kwargs={"tokenizer": tokenizer, "max_seq_length": config.max_seq_length,

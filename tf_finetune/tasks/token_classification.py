@@ -77,8 +77,6 @@ class TokenClassificationTask(Task):
                  config: "TrainConfig") -> dict[str, TaskSplit]:
         check_tokenizer(tokenizer, config.tokenizer_name or config.model_name_or_path)
         continuation = continuation_ids(raw_datasets["train"].features[TAGS].feature.names)
-        limits = {"train": config.max_train_samples, "validation": config.max_eval_samples,
-                  "test": config.max_predict_samples}
         max_length, label_all_tokens = config.max_seq_length, config.label_all_tokens
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
@@ -92,7 +90,7 @@ class TokenClassificationTask(Task):
 
         splits = {}
         for split, examples in raw_datasets.items():
-            examples = limit_samples(examples, limits.get(split))
+            examples = limit_samples(examples, config.max_samples(split))
             features = examples.map(encode, batched=True, remove_columns=examples.column_names,
                                     load_from_cache_file=not config.overwrite_cache,
                                     num_proc=config.preprocessing_num_workers, desc=f"Tokenising {split}")
