@@ -90,6 +90,25 @@ def test_resumes_after_a_crash_without_repeating_epochs(config, caplog):
     assert [row["epoch"] for row in history] == [1, 2, 3]
 
 
+def test_each_epoch_trains_on_its_own_length_grouped_order_also_after_a_resume(config, monkeypatch):
+    import tf_finetune.batching as batching
+
+    epochs_ordered = []
+    original = batching.length_grouped_batches
+
+    def record(lengths, batch_size, window, seed, epoch):
+        epochs_ordered.append(epoch)
+        return original(lengths, batch_size, window, seed, epoch)
+
+    monkeypatch.setattr(batching, "length_grouped_batches", record)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=[CrashAfterEpoch(2)])
+    assert epochs_ordered == [0, 1]
+    epochs_ordered.clear()
+    train(config)
+    assert epochs_ordered == [2]  # the batches epoch 3 of an uninterrupted run would see
+
+
 def test_resume_restores_the_optimizer_step(config):
     with pytest.raises(KeyboardInterrupt):
         train(config, extra_callbacks=[CrashAfterEpoch(1)])

@@ -68,6 +68,11 @@ class TrainConfig:
     max_train_samples: Optional[int] = _arg(None, "Use only the first N training examples.", tunable=False)
     max_eval_samples: Optional[int] = _arg(None, "Use only the first N validation examples.")
     max_predict_samples: Optional[int] = _arg(None, "Use only the first N test examples.", changes_training=False)
+    group_by_length: bool = _arg(True, "Batch training examples of similar length together (less padding): shuffle, "
+                                 "sort by length inside windows of --length_grouping_window batches, shuffle the "
+                                 "batches; a new order every epoch. False: batches of random examples.")
+    length_grouping_window: int = _arg(50, "Batches per window that --group_by_length sorts by length (larger: less "
+                                       "padding, less randomness).")
     overwrite_cache: bool = _arg(False, "Tokenise again instead of reusing the datasets cache.", changes_training=False)
     preprocessing_num_workers: Optional[int] = _arg(None, "Processes for tokenisation.", changes_training=False)
 
@@ -182,7 +187,7 @@ class TrainConfig:
         self._check_choices()
         for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "max_seq_length", "gradient_accumulation_steps", "block_size", "max_trials", "doc_stride",
-                     "max_answer_length", "n_best_size"):
+                     "max_answer_length", "n_best_size", "length_grouping_window"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be a positive number, got {getattr(self, name)}.")
         if self.max_grad_norm < 0:

@@ -13,8 +13,10 @@ import tensorflow as tf
 import tf_keras
 from datasets import Dataset
 from transformers import PretrainedConfig, create_optimizer
+from transformers.modeling_tf_utils import find_labels
 
 from tf_finetune.accumulation import accumulate_gradients
+from tf_finetune.batching import length_grouped_dataset
 from tf_finetune.callbacks import (BestModelCallback, CheckpointCallback, EvaluationCallback,
                                    HistoryCallback, HubPushCallback, RunState,
                                    restore_best_weights)
@@ -69,6 +71,7 @@ class FineTuneRun:
             self.model = load_model(self.task.auto_model_class, config.model_name_or_path, self.model_config)
         if config.gradient_accumulation_steps > 1:
             accumulate_gradients(self.model, config.gradient_accumulation_steps)
+        self.first_epoch = 0  # the epoch the next pass over train_dataset is (length grouping orders by epoch)
         self.train_dataset = self.tf_dataset("train", training=True) if "train" in self.splits else None
         self.eval_dataset = self.tf_dataset("validation", training=False) if "validation" in self.splits else None
         self.monitor, self.greater_is_better = resolve_monitor(config, self.task, self.model_config)
@@ -103,6 +106,12 @@ class FineTuneRun:
         if needs_static_shapes(self.strategy):
             dataset = static_shape_dataset(self.model, features, collate_fn, batch_size, shuffle=training,
                                            drop_remainder=training, seed=self.config.seed)
+        elif training and self.config.group_by_length:
+            # A smaller last batch cannot be split into micro-batches, nor always over several replicas.
+            uneven_ok = self.config.gradient_accumulation_steps == 1 and self.strategy.num_replicas_in_sync == 1
+            dataset = length_grouped_dataset(features, collate_fn, find_labels(type(self.model)), batch_size,
+                                             self.config.length_grouping_window, self.config.seed,
+                                             drop_remainder=not uneven_ok, first_epoch=lambda: self.first_epoch)
         else:
             dataset = self.model.prepare_tf_dataset(features, batch_size=batch_size, shuffle=training,
                                                     collate_fn=collate_fn, drop_remainder=training)
@@ -173,8 +182,6 @@ class FineTuneRun:
 
 def model_columns(model: tf_keras.Model, features: Dataset) -> Dataset:
     """The feature columns the model takes: its call's inputs and its labels (all others are bookkeeping)."""
-    from transformers.modeling_tf_utils import find_labels
-
     taken = set(inspect.signature(model.call).parameters) | set(find_labels(type(model)))
     return features.remove_columns([column for column in features.column_names if column not in taken])
 
@@ -230,6 +237,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
             logger.info("Resuming from epoch %d of %d (%s).", state.epoch, config.num_train_epochs, checkpoint_dir)
         start, start_epoch = time.perf_counter(), state.epoch
         if state.epoch < config.num_train_epochs and not state.stopped_early:
+            run.first_epoch = state.epoch
             run.model.fit(run.train_dataset, epochs=config.num_train_epochs, initial_epoch=state.epoch,
                           callbacks=[*run.callbacks(state, checkpoint=True), *callbacks, *(extra_callbacks or [])],
                           verbose=config.verbose)
