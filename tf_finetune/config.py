@@ -71,7 +71,7 @@ class TrainConfig:
     group_by_length: bool = _arg(True, "Batch training examples of similar length together (less padding): shuffle, "
                                  "sort by length inside windows of --length_grouping_window batches, shuffle the "
                                  "batches; a new order every epoch. False: batches of random examples.")
-    length_grouping_window: int = _arg(50, "Batches per window that --group_by_length sorts by length (larger: less "
+    length_grouping_window: int = _arg(10, "Batches per window that --group_by_length sorts by length (larger: less "
                                        "padding, less randomness).")
     overwrite_cache: bool = _arg(False, "Tokenise again instead of reusing the datasets cache.", changes_training=False)
     preprocessing_num_workers: Optional[int] = _arg(None, "Processes for tokenisation.", changes_training=False)
