@@ -12,6 +12,7 @@ import pytest
 import transformers
 
 from task_fixtures import CASES, TinyModels
+from tf_finetune.batching import example_lengths
 from tf_finetune.distribute import static_shape_dataset
 from tf_finetune.tasks import describe_tasks, list_tasks
 from tf_finetune.training import FineTuneRun, model_columns
@@ -55,6 +56,8 @@ def test_task_meets_the_contract(name, models, tmp_path, capsys):
     assert set(_inputs(static_batch)) <= accepted
     run.model(_inputs(static_batch), training=False)
 
+    lengths = example_lengths(run.splits["validation"].features)
+    assert (lengths[:-1] >= lengths[1:]).all(), "evaluation runs longest first"
     results = run.evaluate()
     declared = run.task.result_keys(run.config, run.model_config)
     assert set(declared) <= set(results) and run.monitor in declared

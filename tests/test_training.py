@@ -6,11 +6,12 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tf_keras
 from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
-from conftest import write_sentiment_files
+from conftest import sentiment_rows, write_csv, write_sentiment_files
 from tf_finetune.callbacks import RunState
 from tf_finetune.config import TrainConfig
 from tf_finetune.errors import UserError
@@ -107,6 +108,20 @@ def test_each_epoch_trains_on_its_own_length_grouped_order_also_after_a_resume(c
     epochs_ordered.clear()
     train(config)
     assert epochs_ordered == [2]  # the batches epoch 3 of an uninterrupted run would see
+
+
+def test_evaluation_runs_longest_first_and_scores_as_the_split_in_its_own_order(config):
+    from tf_finetune.batching import example_lengths
+    from tf_finetune.training import model_columns
+
+    rows = [(f"{sentence}{' and very good' * (i % 4)}", label) for i, (sentence, label) in enumerate(sentiment_rows(24))]
+    run = FineTuneRun(config.replace(validation_file=write_csv(Path(config.output_dir).parent / "mixed.csv", rows)))
+    original = run.task.tokenize(run.task.load_raw_datasets(run.config), run.tokenizer, run.config)["validation"]
+    assert not (np.diff(example_lengths(original.features)) <= 0).all()  # the file's order is not the sorted one
+    in_order = run.model.prepare_tf_dataset(model_columns(run.model, original.features), batch_size=8, shuffle=False,
+                                            collate_fn=run.task.collator(run.tokenizer, run.config, training=False))
+    expected = run.task.evaluate(run.model, in_order, original, run.config)
+    assert run.evaluate() == pytest.approx(expected, rel=1e-5)
 
 
 def test_resume_restores_the_optimizer_step(config):

@@ -9,6 +9,7 @@ import shutil
 import time
 from typing import Any, Optional
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 from datasets import Dataset
@@ -16,7 +17,7 @@ from transformers import PretrainedConfig, create_optimizer
 from transformers.modeling_tf_utils import find_labels
 
 from tf_finetune.accumulation import accumulate_gradients
-from tf_finetune.batching import length_grouped_dataset
+from tf_finetune.batching import example_lengths, length_grouped_dataset
 from tf_finetune.callbacks import (BestModelCallback, CheckpointCallback, EvaluationCallback,
                                    HistoryCallback, HubPushCallback, RunState,
                                    restore_best_weights)
@@ -29,7 +30,7 @@ from tf_finetune.hub import HubUploader, check_push_access, push_command, write_
 from tf_finetune.models import load_model, load_model_config, load_tokenizer, max_model_length
 from tf_finetune.outputs import read_json, save_pretrained_atomic, write_json
 from tf_finetune.tasks import get_task
-from tf_finetune.tasks.base import Task, lower_is_better
+from tf_finetune.tasks.base import Task, TaskSplit, lower_is_better
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class FineTuneRun:
                                               pad_to_multiple_of=pad_multiple(config, xla, self.strategy, limit))
         self.splits = self.task.tokenize(raw_datasets, self.tokenizer, config)
         self._check_splits()
+        if "validation" in self.splits:  # longest first: batches padded little, and a memory error shows at once
+            self.splits["validation"] = sorted_by_length(self.splits["validation"], self.task.one_feature_per_example)
         tf_keras.utils.set_random_seed(config.seed)
         with self.strategy.scope(), precision_policy(config.mixed_precision):
             self.model = load_model(self.task.auto_model_class, config.model_name_or_path, self.model_config)
@@ -178,6 +181,16 @@ class FineTuneRun:
             if rows < batch:
                 raise UserError(f"the train split has {rows} training rows, fewer than one batch "
                                 f"({batch}); lower --per_device_train_batch_size (or --gradient_accumulation_steps).")
+
+
+def sorted_by_length(split: TaskSplit, paired: bool) -> TaskSplit:
+    """The split with its features sorted by length, longest first (and its examples with them when `paired`:
+    feature i belongs to example i)."""
+    order = np.argsort(-example_lengths(split.features), kind="stable")
+    features = split.features.select(order)
+    if split.examples is split.features:
+        return TaskSplit(features, features)
+    return TaskSplit(split.examples.select(order) if paired else split.examples, features)
 
 
 def model_columns(model: tf_keras.Model, features: Dataset) -> Dataset:

@@ -44,6 +44,9 @@ class Task(abc.ABC):
     name: str
     auto_model_class: str  # a transformers TFAutoModelFor... class name
     pipeline_tag: str  # the Hub's task id for model cards and the predict command, e.g. "text-classification"
+    # Whether features[i] belongs to examples[i] (False: features name their example in a bookkeeping column, as
+    # qa's windows do). Evaluation reorders a split by length, keeping that pairing.
+    one_feature_per_example: bool = True
     description: str = ""  # one line, for --list_tasks
     data_formats: str = ""  # the files it reads, for --list_tasks
     reported_metrics: str = ""  # the results it reports, for --list_tasks
@@ -82,7 +85,8 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
                  config: "TrainConfig") -> dict[str, float]:
-        """Validation results under `result_keys` names; `tf_dataset` batches `split.features` in order."""
+        """Validation results under `result_keys` names; `tf_dataset` batches `split.features` in order. The split
+        comes sorted by length (see one_feature_per_example), so the results must not depend on the rows' order."""
 
     # Predictions of --do_predict
     def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit, config: "TrainConfig") -> Any:

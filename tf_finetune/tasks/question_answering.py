@@ -56,6 +56,7 @@ class QuestionAnsweringTask(Task):
     name = "qa"
     auto_model_class = "TFAutoModelForQuestionAnswering"
     pipeline_tag = "question-answering"
+    one_feature_per_example = False  # windows name their question in example_id
     description = ("extractive question answering (SQuAD v1.1, or v2.0 with --version_2_with_negative): the answer "
                    "is a span of the context")
     data_formats = ("SQuAD JSON ({\"data\": [{\"paragraphs\": [{\"context\", \"qas\"}]}]}), or JSON Lines / a JSON "
