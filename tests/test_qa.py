@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -357,6 +358,29 @@ def test_predict_command_answers_questions_from_flags_and_a_file(qa_model, tmp_p
     answer, score, question = lines[0].split("\t")
     assert answer in "the king cat sat" and 0 <= float(score) <= 1 and question == QUESTION
     assert lines[1].split("\t")[0] in "the dog ran fast"
+
+
+def test_predict_command_answers_with_the_training_runs_window_settings(qa_model, tmp_path, monkeypatch, capsys):
+    import tf_finetune.tasks.question_answering as question_answering
+
+    calls = []
+
+    def fake_pipeline(tag, model, tokenizer):
+        def answer(**kwargs):
+            calls.append(kwargs)
+            return {"answer": "cat", "score": 0.5}
+        return answer
+
+    monkeypatch.setattr(question_answering, "text_pipeline", fake_pipeline)
+    model_dir = tmp_path / "model"
+    shutil.copytree(qa_model, model_dir)
+    run_config = qa_config(qa_model, tmp_path, max_seq_length=64, doc_stride=16, max_answer_length=5,
+                           version_2_with_negative=True)
+    (model_dir / "run_config.json").write_text(json.dumps(run_config.to_dict()))
+    assert predict_main(["--model", str(model_dir), "--question", QUESTION, "--context", "the king cat sat"]) == 0
+    assert calls[0] == {"question": QUESTION, "context": "the king cat sat", "max_seq_len": 64, "doc_stride": 16,
+                        "max_answer_len": 5, "handle_impossible_answer": True}
+    assert capsys.readouterr().out.startswith("cat\t0.5000\t")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -30,7 +30,7 @@ import numpy as np
 from tf_finetune.data import limit_samples, load_data_file, load_generated, load_hub_dataset, load_split
 from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
-from tf_finetune.outputs import write_json
+from tf_finetune.outputs import read_json, write_json
 from tf_finetune.tasks import register_task
 from tf_finetune.tasks.base import Task, TaskSplit, text_pipeline
 
@@ -169,11 +169,13 @@ class QuestionAnsweringTask(Task):
     def predict_lines(self, model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
                       inputs: list[dict[str, str]], args: argparse.Namespace) -> list[str]:
         """One line per question: answer, score (start x end probability, from transformers' pipeline) and the
-        question."""
+        question. Windows, answer length and no-answer handling follow the run that trained the model (its
+        run_config.json), else the pipeline's defaults."""
         answer = text_pipeline(self.pipeline_tag, model, tokenizer)
+        settings = pipeline_settings(args.model)
         lines = []
         for item in inputs:
-            result = answer(question=item[QUESTION], context=item[CONTEXT])
+            result = answer(question=item[QUESTION], context=item[CONTEXT], **settings)
             lines.append(f"{result['answer']}\t{result['score']:.4f}\t{item[QUESTION]}")
         return lines
 
@@ -181,6 +183,16 @@ class QuestionAnsweringTask(Task):
                  config: "TrainConfig") -> list[str]:
         start_logits, end_logits = window_logits(model, tf_dataset)
         return best_answers(split.examples, split.features, start_logits, end_logits, config)
+
+
+def pipeline_settings(model_dir: str) -> dict[str, Any]:
+    """The question-answering pipeline's options from the training run's run_config.json (none without one)."""
+    path = os.path.join(model_dir, "run_config.json")
+    if not os.path.isfile(path):
+        return {}
+    run = read_json(path)
+    return {"max_seq_len": run["max_seq_length"], "doc_stride": run["doc_stride"],
+            "max_answer_len": run["max_answer_length"], "handle_impossible_answer": run["version_2_with_negative"]}
 
 
 # Reading
