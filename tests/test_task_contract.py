@@ -95,3 +95,27 @@ def test_task_help_lists_the_registered_tasks(capsys):
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"Task name: {', '.join(list_tasks())}" in help_text
+
+
+def test_model_functions_are_built_once_per_model_and_name_and_do_not_keep_the_model_alive():
+    import gc
+    import weakref
+
+    from tf_finetune.tasks.base import model_function
+
+    class Model:
+        pass
+
+    model, built = Model(), []
+
+    def build(model_ref):
+        built.append(model_ref)
+        return lambda: model_ref()
+
+    step = model_function(model, "logits", build)
+    assert model_function(model, "logits", build) is step and len(built) == 1 and step() is model
+    assert model_function(model, "loss", build) is not step and len(built) == 2
+    alive = weakref.ref(model)
+    del model, step
+    gc.collect()
+    assert alive() is None

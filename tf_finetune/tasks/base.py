@@ -8,6 +8,7 @@ from __future__ import annotations
 import abc
 import argparse
 import os
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -143,6 +144,19 @@ def text_pipeline(tag: str, model: "TFPreTrainedModel", tokenizer: "PreTrainedTo
 
     # dtype=None: the default "auto" makes pipeline() look up a torch dtype, which fails without PyTorch (4.57).
     return pipeline(tag, model=model, tokenizer=tokenizer, framework="tf", dtype=None)
+
+
+_MODEL_FUNCTIONS: "weakref.WeakKeyDictionary[Any, dict[str, Callable]]" = weakref.WeakKeyDictionary()
+
+
+def model_function(model: "TFPreTrainedModel", name: str,
+                   build: Callable[[Callable[[], "TFPreTrainedModel"]], Callable]) -> Callable:
+    """The function `build(model_ref)` makes (e.g. a tf.function over the model), built once per model and name, so
+    evaluating every epoch traces once. It gets a weak reference: the cache must not keep the model alive."""
+    functions = _MODEL_FUNCTIONS.setdefault(model, {})
+    if name not in functions:
+        functions[name] = build(weakref.ref(model))
+    return functions[name]
 
 
 def lower_is_better(result_key: str) -> bool:

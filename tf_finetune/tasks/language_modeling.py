@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 import datasets
@@ -20,7 +19,7 @@ from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset, re
 from tf_finetune.errors import UserError
 from tf_finetune.models import load_model_config, max_model_length
 from tf_finetune.tasks import register_task
-from tf_finetune.tasks.base import Task, TaskSplit, text_pipeline
+from tf_finetune.tasks.base import Task, TaskSplit, model_function, text_pipeline
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -33,7 +32,6 @@ TEXT = "text"
 VALIDATION_SHARE = 0.05  # of the training texts, held out when no validation data is given (as HF's examples do)
 IGNORE_INDEX = -100
 _FILE_TYPES = (".txt", ".csv", ".tsv", ".json", ".jsonl", ".parquet")
-_loss_steps: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
 
 
 class LanguageModelingTask(Task):
@@ -301,24 +299,21 @@ def perplexity(loss: float) -> float:
 
 
 def _token_loss_step(model: "TFPreTrainedModel", causal: bool) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
-    """A compiled step returning (sum of token losses, number of labelled tokens) of one batch; one per model, so
-    evaluating every epoch traces once."""
-    if model in _loss_steps:
-        return _loss_steps[model]
-    model_ref = weakref.ref(model)  # the cache must not keep the model alive
+    """A compiled step returning (sum of token losses, number of labelled tokens) of one batch; one per model."""
+    def build(model_ref: Callable[[], "TFPreTrainedModel"]) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
+        @tf.function(reduce_retracing=True)
+        def step(features: dict[str, tf.Tensor], labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            logits = tf.cast(model_ref()(features, training=False).logits, tf.float32)
+            if causal:
+                logits, labels = logits[:, :-1], labels[:, 1:]
+            labelled = tf.not_equal(labels, IGNORE_INDEX)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.where(labelled, labels, tf.zeros_like(labels)), logits=logits)
+            return tf.reduce_sum(tf.where(labelled, losses, 0.0)), tf.reduce_sum(tf.cast(labelled, tf.int64))
 
-    @tf.function(reduce_retracing=True)
-    def step(features: dict[str, tf.Tensor], labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        logits = tf.cast(model_ref()(features, training=False).logits, tf.float32)
-        if causal:
-            logits, labels = logits[:, :-1], labels[:, 1:]
-        labelled = tf.not_equal(labels, IGNORE_INDEX)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=tf.where(labelled, labels, tf.zeros_like(labels)), logits=logits)
-        return tf.reduce_sum(tf.where(labelled, losses, 0.0)), tf.reduce_sum(tf.cast(labelled, tf.int64))
+        return step
 
-    _loss_steps[model] = step
-    return step
+    return model_function(model, f"token_loss(causal={causal})", build)
 
 
 def _texts(dataset: datasets.Dataset, split: str, config: "TrainConfig") -> datasets.Dataset:

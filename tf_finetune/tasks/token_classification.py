@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import weakref
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import datasets
@@ -25,7 +24,7 @@ from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.models import max_model_length
 from tf_finetune.outputs import write_text
 from tf_finetune.tasks import register_task
-from tf_finetune.tasks.base import Task, TaskSplit, read_text_inputs
+from tf_finetune.tasks.base import Task, TaskSplit, model_function, read_text_inputs
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -42,7 +41,6 @@ _CONLL_TYPES = (".txt", ".conll")
 _JSON_TYPES = (".json", ".jsonl")
 _METRIC = "seqeval"
 _OVERALL = ("precision", "recall", "f1", "accuracy")
-_logit_steps: "weakref.WeakKeyDictionary[Any, Callable]" = weakref.WeakKeyDictionary()
 
 
 class TokenClassificationTask(Task):
@@ -396,15 +394,11 @@ def check_tokenizer(tokenizer: "PreTrainedTokenizerBase", name: str) -> None:
 
 def _logits_step(model: "TFPreTrainedModel") -> Callable[[dict[str, tf.Tensor]], np.ndarray]:
     """A compiled forward pass returning float32 logits as NumPy; one per model, so every epoch traces once."""
-    if model not in _logit_steps:
-        model_ref = weakref.ref(model)  # the cache must not keep the model alive
+    def build(model_ref: Callable[[], "TFPreTrainedModel"]) -> Callable[[dict[str, tf.Tensor]], tf.Tensor]:
+        return tf.function(lambda features: tf.cast(model_ref()(features, training=False).logits, tf.float32),
+                           reduce_retracing=True)
 
-        @tf.function(reduce_retracing=True)
-        def logits(features: dict[str, tf.Tensor]) -> tf.Tensor:
-            return tf.cast(model_ref()(features, training=False).logits, tf.float32)
-
-        _logit_steps[model] = logits
-    step = _logit_steps[model]
+    step = model_function(model, "logits", build)
     return lambda features: step(features).numpy()
 
 
