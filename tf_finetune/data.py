@@ -36,16 +36,16 @@ def load_data_file(path: str, split: str, allowed: tuple[str, ...] = (".csv", ".
 def load_split(builder: str, split: str, path: str, **options: Any) -> datasets.Dataset:
     """Load one file with a `datasets` builder; parse failures become a UserError naming the file."""
     if _blank(path):  # builders fail on these in their own ways (the json builder with a bare StopIteration)
-        raise UserError(f"{split} file {path} holds no examples; give a file with data.")
+        raise _no_examples(split, path)
     try:
         dataset = datasets.load_dataset(builder, data_files={split: path}, split=split, **options)
     except Exception as error:  # noqa: BLE001 - any parse failure is a problem with the user's file
         if "corresponds to no data" in str(error):  # datasets' words for a file with a header and no rows
-            raise UserError(f"{split} file {path} holds no examples; give a file with data.") from error
+            raise _no_examples(split, path) from error
         detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         raise UserError(f"could not read {split} file {path}: {detail}") from error
     if len(dataset) == 0:
-        raise UserError(f"{split} file {path} holds no examples; give a file with data.")
+        raise _no_examples(split, path)
     return dataset
 
 
@@ -55,7 +55,7 @@ def load_generated(generator: Callable[..., Iterator[dict[str, Any]]], path: str
     `Dataset.from_generator`: cached on disk like the builders' output (the file's size and modification time are part
     of the cache key). A UserError the generator raises (naming a bad line) reaches the caller as it is."""
     if _blank(path):
-        raise UserError(f"{split} file {path} holds no examples; give a file with data.")
+        raise _no_examples(split, path)
     stat = os.stat(path)
     try:
         return datasets.Dataset.from_generator(generator, features=features, gen_kwargs={
@@ -67,7 +67,12 @@ def load_generated(generator: Callable[..., Iterator[dict[str, Any]]], path: str
     except ValueError as error:  # datasets' words for a generator that yields nothing
         if "corresponds to no data" not in str(error):
             raise
-        raise UserError(f"{split} file {path} holds no examples; give a file with data.") from None
+        raise _no_examples(split, path) from None
+
+
+def _no_examples(split: str, path: str) -> UserError:
+    """The error for a data file without examples (blank, a header only, or nothing a reader keeps)."""
+    return UserError(f"{split} file {path} holds no examples; give a file with data.")
 
 
 def _blank(path: str) -> bool:
