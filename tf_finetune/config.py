@@ -134,6 +134,8 @@ class TrainConfig:
     warmup_ratio: float = _arg(0.0, "Share of training steps for linear warm-up.", card=True)
     warmup_steps: int = _arg(0, "Warm-up steps (overrides warmup_ratio when > 0).", card=True)
     adam_epsilon: float = _arg(1e-8, "Adam epsilon.")
+    lazy_embedding_updates: bool = _arg(True, "Update only the embedding rows of the batch's tokens (lazy Adam): "
+                                        "much faster steps on short inputs.", card=True)
     max_grad_norm: float = _arg(1.0, "Global gradient clipping norm (0 disables clipping).", card=True)
     seed: int = _arg(42, "Random seed for weights, shuffling and masking.", card=True)
     verbose: int = _arg(1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",

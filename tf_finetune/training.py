@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 from datasets import Dataset
-from transformers import PretrainedConfig, create_optimizer
+from transformers import PretrainedConfig
 from transformers.modeling_tf_utils import find_labels
 
 from tf_finetune.accumulation import accumulate_gradients
@@ -28,6 +28,7 @@ from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_sh
 from tf_finetune.errors import UserError
 from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
 from tf_finetune.models import load_model, load_model_config, load_tokenizer, max_model_length
+from tf_finetune.optimizer import build_optimizer
 from tf_finetune.outputs import read_json, save_pretrained_atomic, write_json
 from tf_finetune.tasks import get_task
 from tf_finetune.tasks.base import Task, TaskSplit, lower_is_better
@@ -125,10 +126,9 @@ class FineTuneRun:
         total_steps = self.steps_per_epoch * self.config.num_train_epochs
         warmup_steps = self.config.warmup_steps or math.ceil(total_steps * self.config.warmup_ratio)
         with self.strategy.scope():
-            optimizer, _ = create_optimizer(
-                init_lr=self.config.learning_rate, num_train_steps=total_steps, num_warmup_steps=warmup_steps,
-                weight_decay_rate=self.config.weight_decay, adam_epsilon=self.config.adam_epsilon,
-                adam_global_clipnorm=self.config.max_grad_norm or None)
+            optimizer = build_optimizer(self.config.learning_rate, total_steps, warmup_steps, self.config.weight_decay,
+                                        self.config.adam_epsilon, self.config.max_grad_norm,
+                                        lazy=self.config.lazy_embedding_updates)
             optimizer = with_loss_scaling(optimizer, self.config.mixed_precision)
             self.model.compile(optimizer=optimizer, jit_compile=self.config.jit_compile)
 
