@@ -124,6 +124,21 @@ def test_evaluation_runs_longest_first_and_scores_as_the_split_in_its_own_order(
     assert run.evaluate() == pytest.approx(expected, rel=1e-5)
 
 
+
+def test_test_predictions_run_longest_first_and_come_back_in_the_files_order(config):
+    from tf_finetune.training import model_columns
+
+    rows = [(f"{sentence}{' and very good' * (i % 4)}", label) for i, (sentence, label) in enumerate(sentiment_rows(24))]
+    test_file = write_csv(Path(config.output_dir).parent / "test.csv", rows)
+    run = FineTuneRun(config.replace(test_file=test_file, do_predict=True))
+    split = run.splits["test"]
+    in_order = run.model.prepare_tf_dataset(model_columns(run.model, split.features), batch_size=8, shuffle=False,
+                                            collate_fn=run.task.collator(run.tokenizer, run.config, training=False))
+    logits = run.model.predict(in_order, verbose=0).logits
+    expected = [run.model.config.id2label[int(i)] for i in np.argmax(logits, -1)]
+    assert len(set(expected)) == 2  # both labels occur, so a wrong order shows
+    assert run.predict() == expected
+
 def test_resume_restores_the_optimizer_step(config):
     with pytest.raises(KeyboardInterrupt):
         train(config, extra_callbacks=[CrashAfterEpoch(1)])

@@ -69,7 +69,8 @@ class FineTuneRun:
         self.splits = self.task.tokenize(raw_datasets, self.tokenizer, config)
         self._check_splits()
         if "validation" in self.splits:  # longest first: batches padded little, and a memory error shows at once
-            self.splits["validation"] = sorted_by_length(self.splits["validation"], self.task.one_feature_per_example)
+            self.splits["validation"], _ = sorted_by_length(self.splits["validation"],
+                                                            self.task.one_feature_per_example)
         tf_keras.utils.set_random_seed(config.seed)
         with self.strategy.scope(), precision_policy(config.mixed_precision):
             self.model = load_model(self.task.auto_model_class, config.model_name_or_path, self.model_config)
@@ -97,16 +98,20 @@ class FineTuneRun:
         return int(self.train_dataset.cardinality().numpy())
 
     def tf_dataset(self, split: str, training: bool) -> tf.data.Dataset:
-        """A split's features as batched `tf.data`, collated by the task (dynamic padding; fixed shapes from tensors
-        on TPUs), sharded by element across workers. A training batch holds every micro-batch of one optimizer step.
+        """A split's features as batched `tf.data` (see `batches`)."""
+        return self.batches(self.splits[split].features, training)
+
+    def batches(self, features: Dataset, training: bool) -> tf.data.Dataset:
+        """Features as batched `tf.data`, collated by the task (dynamic padding; fixed shapes from tensors on TPUs),
+        sharded by element across workers. A training batch holds every micro-batch of one optimizer step.
 
         Only the columns the model takes (its inputs and labels) reach the collator: the task's bookkeeping columns
-        (example ids, offsets, ...) stay behind in `self.splits[split].features`.
+        (example ids, offsets, ...) stay behind in the split's features.
         """
         batch_size = (self.global_train_batch_size if training
                       else self.config.per_device_eval_batch_size * self.strategy.num_replicas_in_sync)
         collate_fn = self.task.collator(self.tokenizer, self.config, training)
-        features = model_columns(self.model, self.splits[split].features)
+        features = model_columns(self.model, features)
         if needs_static_shapes(self.strategy):
             dataset = static_shape_dataset(self.model, features, collate_fn, batch_size, shuffle=training,
                                            drop_remainder=training, seed=self.config.seed)
@@ -154,9 +159,12 @@ class FineTuneRun:
         return self.task.evaluate(self.model, self.eval_dataset, self.splits["validation"], self.config)
 
     def predict(self) -> Any:
-        """The task's predictions for the test split."""
-        return self.task.predict(self.model, self.tf_dataset("test", training=False), self.splits["test"],
-                                 self.config)
+        """The task's predictions for the test split, in the split's order. The model sees the split sorted by length
+        (longest first), so batches are padded little; per-example predictions are put back in order."""
+        paired = self.task.one_feature_per_example
+        split, order = sorted_by_length(self.splits["test"], paired)
+        predictions = self.task.predict(self.model, self.batches(split.features, training=False), split, self.config)
+        return [predictions[i] for i in np.argsort(order)] if paired else predictions
 
     def write_predictions(self) -> str:
         """Predict the test split and write the task's prediction file into output_dir; returns its path."""
@@ -183,14 +191,14 @@ class FineTuneRun:
                                 f"({batch}); lower --per_device_train_batch_size (or --gradient_accumulation_steps).")
 
 
-def sorted_by_length(split: TaskSplit, paired: bool) -> TaskSplit:
+def sorted_by_length(split: TaskSplit, paired: bool) -> tuple[TaskSplit, np.ndarray]:
     """The split with its features sorted by length, longest first (and its examples with them when `paired`:
-    feature i belongs to example i)."""
+    feature i belongs to example i), and the order: row i of the result is row order[i] of the split."""
     order = np.argsort(-example_lengths(split.features), kind="stable")
     features = split.features.select(order)
     if split.examples is split.features:
-        return TaskSplit(features, features)
-    return TaskSplit(split.examples.select(order) if paired else split.examples, features)
+        return TaskSplit(features, features), order
+    return TaskSplit(split.examples.select(order) if paired else split.examples, features), order
 
 
 def model_columns(model: tf_keras.Model, features: Dataset) -> Dataset:

@@ -91,7 +91,9 @@ class Task(abc.ABC):
 
     # Predictions of --do_predict
     def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit, config: "TrainConfig") -> Any:
-        """Predictions for the test split, in the form `write_predictions` takes."""
+        """Predictions for the test split, in the form `write_predictions` takes. The split comes sorted by length;
+        with one feature per example, return one prediction per example in the split's order (a sequence), which
+        the caller puts back in the file's order."""
         raise UserError(f"{self.name} writes no test predictions; drop --do_predict and use "
                         "`python -m tf_finetune.predict` on the saved model.")
 
