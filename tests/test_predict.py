@@ -90,6 +90,24 @@ def test_text_classification_prints_a_label_per_line(tiny_classifier, tmp_path, 
     assert all(row[0] in ("negative", "positive") and 0.5 <= float(row[1]) <= 1 for row in rows)
 
 
+
+def test_text_classification_batches_by_length_and_agrees_with_the_pipeline(tiny_classifier, capsys):
+    from transformers import pipeline
+
+    from tf_finetune.models import load_model, load_model_config, load_tokenizer
+
+    texts = ["good", "the plot was dull and the acting was worse than the plot", "a fine film", "bad",
+             "the film was good , the music was good and the actors were good"]
+    code, lines, _ = run(capsys, "--model", tiny_classifier, "--batch_size", "2", *texts)
+    assert code == 0
+    model = load_model("TFAutoModelForSequenceClassification", str(tiny_classifier), load_model_config(str(tiny_classifier)))
+    classifier = pipeline("text-classification", model=model, tokenizer=load_tokenizer(str(tiny_classifier)),
+                          framework="tf", dtype=None)
+    for line, text, expected in zip(lines, texts, classifier(texts)):
+        label, score, printed = line.split("\t")
+        assert (label, printed) == (expected["label"], text)
+        assert float(score) == pytest.approx(expected["score"], abs=2e-4)
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--model", "{missing}", "a [MASK]"], "model directory .* does not exist"),
     (["--model", "{mlm}", "no mask here"], r"input 1 has no \[MASK\] token"),
@@ -97,6 +115,7 @@ def test_text_classification_prints_a_label_per_line(tiny_classifier, tmp_path, 
     (["--model", "{mlm}", "  "], "no input text"),
     (["--model", "{mlm}", "--file", "{missing}"], "--file .* does not exist"),
     (["--model", "{mlm}", "--top_k", "0", "a [MASK]"], "--top_k must be a positive number"),
+    (["--model", "{mlm}", "--batch_size", "0", "a [MASK]"], "--batch_size must be positive"),
     (["--model", "{bare}", "a [MASK]"], r"cannot tell the task .*\(BertModel\); pass --task"),
     (["--task", "fill-mask", "--model", "{gpt2}", "a [MASK]"], "the tokenizer of .* has no mask token"),
 ])

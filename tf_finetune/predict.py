@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", choices=pipeline_tags(),
                         help="What to predict (default: from the architecture in the model's config.json).")
     parser.add_argument("--file", help="Inputs, one per line (blank lines skipped), after any TEXTs.")
+    parser.add_argument("--batch_size", type=int, default=32, help="Inputs per batch (batches are sorted by length "
+                        "where the task computes them itself).")
     for tag in pipeline_tags():
         task_for_pipeline(tag).add_predict_arguments(parser.add_argument_group(tag))
     return parser
@@ -53,6 +55,8 @@ def predict(args: argparse.Namespace) -> list[str]:
     if not os.path.isdir(args.model):
         raise UserError(f"model directory {args.model} does not exist; pass --model the output_dir of a "
                         "tf_finetune.train run.")
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be positive, got {args.batch_size}.")
     config = load_model_config(args.model)
     task = task_for_pipeline(args.task) if args.task else task_for_architectures(config.architectures)
     if task is None:

@@ -12,7 +12,8 @@ import tensorflow as tf
 from tf_finetune.data import limit_samples
 from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
-from tf_finetune.tasks.base import Task, TaskSplit, text_pipeline
+from tf_finetune.models import max_model_length
+from tf_finetune.tasks.base import Task, TaskSplit, model_function
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -100,15 +101,37 @@ class SequenceClassificationTask(Task):
 
     def predict_lines(self, model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase", inputs: list[str],
                       args: argparse.Namespace) -> list[str]:
-        """One line per text: label, score and the text."""
-        classifier = text_pipeline(self.pipeline_tag, model, tokenizer)
-        return [f"{result['label']}\t{result['score']:.4f}\t{text}" for text, result in zip(inputs, classifier(inputs))]
+        """One line per text: label, score (the pipeline's: softmax probability, or the value for regression) and
+        the text. Texts run in batches of --batch_size sorted by length, longest first."""
+        logits = _logits_longest_first(model, tokenizer, inputs, args.batch_size)
+        if model.config.problem_type == "regression":
+            labels, scores = [model.config.id2label[0]] * len(inputs), logits[:, 0]
+        else:
+            labels = [model.config.id2label[int(index)] for index in np.argmax(logits, axis=-1)]
+            scores = np.max(tf.nn.softmax(logits).numpy(), axis=-1)
+        return [f"{label}\t{score:.4f}\t{text}" for label, score, text in zip(labels, scores, inputs)]
 
     @staticmethod
     def _predictions(logits: np.ndarray, model: "TFPreTrainedModel") -> np.ndarray:
         if model.config.problem_type == "regression":
             return logits[:, 0]
         return np.argmax(logits, axis=-1)
+
+
+def _logits_longest_first(model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase", texts: list[str],
+                          batch_size: int) -> np.ndarray:
+    """The model's logits for the texts (truncated to what the model takes), computed over batches of texts sorted
+    by length, longest first, and returned in the texts' order."""
+    limit = {"truncation": True, "max_length": max_model_length(model.config, tokenizer)}
+    order = np.argsort([-len(ids) for ids in tokenizer(texts, **limit)["input_ids"]], kind="stable")
+    step = model_function(model, "logits", lambda model_ref: tf.function(
+        lambda features: model_ref()(features, training=False).logits, reduce_retracing=True))
+    logits = np.empty((len(texts), model.config.num_labels), np.float32)
+    for start in range(0, len(texts), batch_size):
+        rows = order[start:start + batch_size]
+        batch = tokenizer([texts[i] for i in rows], padding=True, return_tensors="np", **limit)
+        logits[rows] = step(dict(batch)).numpy()
+    return logits
 
 
 def encode_labels(raw_datasets: datasets.DatasetDict, names: Optional[list[str]] = None) -> datasets.DatasetDict:
