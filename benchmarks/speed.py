@@ -3,6 +3,8 @@
   (a) recipe   - the Hugging Face docs' Keras recipe: pad every sentence to --seq_len, `prepare_tf_dataset`, `fit`
   (b) random   - tf-finetune with --group_by_length false: dynamic padding, random batches
   (c) defaults - tf-finetune's defaults: length-grouped batches
+  (d) keras_hub - the peer a Keras user would pick: KerasHub's TextClassifier.from_preset on the same checkpoint,
+                  padded to --seq_len (keras_hub_peer.py, run from its own virtual environment, made when missing)
 
 For each: training samples/s with evaluation excluded and included, real (non-padding) tokens/s, padded tokens per
 real token, the share of the fp32 matmul bound (6 x non-embedding parameters FLOPs per real token, against a large
@@ -11,11 +13,13 @@ accuracy, peak RSS, and inference samples/s (dev set: padded to --seq_len for th
 each one's ratio to (a). All runs share --seed, --lr, --batch and --epochs.
 
 Usage: python benchmarks/speed.py [--model DIR] [--data_dir ../shared/data/glue] [--n_train 2000]
+       [--keras_hub_venv DIR | --no_keras_hub]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -23,6 +27,7 @@ import time
 from typing import Any
 
 CONFIGS = ("recipe", "random", "defaults")
+PEER = "keras_hub"
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 20) -> float:
@@ -117,6 +122,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seq_len", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--keras_hub_venv", default="/tmp/tf-finetune-keras-hub-venv",
+                        help="virtual environment with KerasHub for (d); created when missing")
+    parser.add_argument("--no_keras_hub", action="store_true", help="leave out (d)")
     parser.add_argument("--peak_gflops", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--config", choices=CONFIGS, help=argparse.SUPPRESS)  # a child process: one configuration
     args = parser.parse_args()
@@ -134,21 +142,28 @@ def main() -> None:
     peak = matmul_gflops()
     print(f"fp32 matmul peak: {peak:.1f} GFLOP/s; SST-2, {args.n_train} training sentences, {args.epochs} epoch(s), "
           f"batch {args.batch}, lr {args.lr}, seed {args.seed}")
+    shared = ["--model", args.model, "--data_dir", args.data_dir, "--peak_gflops", str(peak),
+              *[f"--{key}={getattr(args, key)}" for key in ("n_train", "epochs", "batch", "lr", "seq_len", "seed")]]
+    children = {name: [sys.executable, __file__, "--config", name, *shared] for name in CONFIGS}
+    if not args.no_keras_hub:
+        from keras_hub_peer import setup_venv
+
+        children[PEER] = [setup_venv(args.keras_hub_venv), os.path.join(os.path.dirname(__file__), "keras_hub_peer.py"),
+                          *shared]
     results = {}
-    for name in CONFIGS:
-        child = [sys.executable, __file__, "--config", name, "--peak_gflops", str(peak),
-                 *[f"--{key}={value}" for key, value in vars(args).items() if key not in ("config", "peak_gflops")]]
+    for name, child in children.items():
         output = subprocess.run(child, capture_output=True, text=True, check=True).stdout
         results[name] = json.loads(output.strip().splitlines()[-1])
+    names = list(results)
     keys = list(results[CONFIGS[0]])
-    print(f"{'':32}" + "".join(f"{name:>12}" for name in CONFIGS))
+    print(f"{'':32}" + "".join(f"{name:>12}" for name in names))
     for key in keys:
-        print(f"{key:32}" + "".join(f"{results[name][key]:12.3f}" for name in CONFIGS))
+        print(f"{key:32}" + "".join(f"{results[name][key]:12.3f}" for name in names))
     print("ratio to (a) recipe:")
     for key in ("train_samples_per_s", "train_samples_per_s_with_eval", "real_tokens_per_s", "inference_samples_per_s"):
-        print(f"  {key:30}" + "".join(f"{results[name][key] / results['recipe'][key]:12.2f}" for name in CONFIGS))
+        print(f"  {key:30}" + "".join(f"{results[name][key] / results['recipe'][key]:12.2f}" for name in names))
     print(f"  {'dev_accuracy (points)':30}" + "".join(
-        f"{100 * (results[name]['dev_accuracy'] - results['recipe']['dev_accuracy']):+12.1f}" for name in CONFIGS))
+        f"{100 * (results[name]['dev_accuracy'] - results['recipe']['dev_accuracy']):+12.1f}" for name in names))
 
 
 if __name__ == "__main__":
