@@ -92,17 +92,15 @@ def test_text_classification_prints_a_label_per_line(tiny_classifier, tmp_path, 
 
 
 def test_text_classification_batches_by_length_and_agrees_with_the_pipeline(tiny_classifier, capsys):
-    from transformers import pipeline
-
     from tf_finetune.models import load_model, load_model_config, load_tokenizer
+    from tf_finetune.tasks.base import text_pipeline
 
     texts = ["good", "the plot was dull and the acting was worse than the plot", "a fine film", "bad",
              "the film was good , the music was good and the actors were good"]
     code, lines, _ = run(capsys, "--model", tiny_classifier, "--batch_size", "2", *texts)
     assert code == 0
     model = load_model("TFAutoModelForSequenceClassification", str(tiny_classifier), load_model_config(str(tiny_classifier)))
-    classifier = pipeline("text-classification", model=model, tokenizer=load_tokenizer(str(tiny_classifier)),
-                          framework="tf", dtype=None)
+    classifier = text_pipeline("text-classification", model, load_tokenizer(str(tiny_classifier)))
     for line, text, expected in zip(lines, texts, classifier(texts)):
         label, score, printed = line.split("\t")
         assert (label, printed) == (expected["label"], text)

@@ -16,6 +16,7 @@ from tf_finetune.errors import UserError
 from tf_finetune.outputs import write_text
 
 if TYPE_CHECKING:
+    import numpy as np
     from datasets import Dataset, DatasetDict
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
 
@@ -159,6 +160,18 @@ def model_function(model: "TFPreTrainedModel", name: str,
     if name not in functions:
         functions[name] = build(weakref.ref(model))
     return functions[name]
+
+
+def logits_function(model: "TFPreTrainedModel") -> Callable[[dict[str, Any]], "np.ndarray"]:
+    """The model's compiled forward pass (inference), returning float32 logits as NumPy; traced once per model."""
+    import tensorflow as tf
+
+    def build(model_ref: Callable[[], "TFPreTrainedModel"]) -> Callable:
+        return tf.function(lambda features: tf.cast(model_ref()(features, training=False).logits, tf.float32),
+                           reduce_retracing=True)
+
+    step = model_function(model, "logits", build)
+    return lambda features: step(features).numpy()
 
 
 def lower_is_better(result_key: str) -> bool:

@@ -13,7 +13,7 @@ from tf_finetune.data import limit_samples
 from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.models import max_model_length
-from tf_finetune.tasks.base import Task, TaskSplit, model_function
+from tf_finetune.tasks.base import Task, TaskSplit, logits_function
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -124,13 +124,12 @@ def _logits_longest_first(model: "TFPreTrainedModel", tokenizer: "PreTrainedToke
     by length, longest first, and returned in the texts' order."""
     limit = {"truncation": True, "max_length": max_model_length(model.config, tokenizer)}
     order = np.argsort([-len(ids) for ids in tokenizer(texts, **limit)["input_ids"]], kind="stable")
-    step = model_function(model, "logits", lambda model_ref: tf.function(
-        lambda features: model_ref()(features, training=False).logits, reduce_retracing=True))
+    step = logits_function(model)
     logits = np.empty((len(texts), model.config.num_labels), np.float32)
     for start in range(0, len(texts), batch_size):
         rows = order[start:start + batch_size]
         batch = tokenizer([texts[i] for i in rows], padding=True, return_tensors="np", **limit)
-        logits[rows] = step(dict(batch)).numpy()
+        logits[rows] = step(dict(batch))
     return logits
 
 

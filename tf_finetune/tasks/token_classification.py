@@ -24,7 +24,7 @@ from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.models import max_model_length
 from tf_finetune.outputs import write_text
 from tf_finetune.tasks import register_task
-from tf_finetune.tasks.base import Task, TaskSplit, model_function, read_text_inputs
+from tf_finetune.tasks.base import Task, TaskSplit, logits_function, read_text_inputs
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -117,7 +117,7 @@ class TokenClassificationTask(Task):
         total_loss, total_tokens = 0.0, 0
         predictions, references = [], []
         for features, labels in tf_dataset:
-            logits = _logits_step(model)(features)
+            logits = logits_function(model)(features)
             labels = labels.numpy()
             labelled = labels != IGNORE_INDEX
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=np.where(labelled, labels, 0),
@@ -143,7 +143,7 @@ class TokenClassificationTask(Task):
         rows = []
         for batch in tf_dataset:
             features = batch[0] if isinstance(batch, tuple) else batch
-            rows.extend(np.argmax(_logits_step(model)(features), -1))
+            rows.extend(np.argmax(logits_function(model)(features), -1))
         return [word_tags(example[TOKENS], word_ids, row, model.config.id2label)
                 for example, word_ids, row in zip(split.examples, split.features[WORD_IDS], rows)]
 
@@ -390,16 +390,6 @@ def check_tokenizer(tokenizer: "PreTrainedTokenizerBase", name: str) -> None:
     except (ValueError, AssertionError) as error:  # GPT-2/RoBERTa-style tokenizers assert add_prefix_space
         raise UserError(f"the tokenizer of {name} cannot take words already split ({str(error).splitlines()[0]}); "
                         "save it with add_prefix_space=True and pass its folder as --tokenizer_name.") from error
-
-
-def _logits_step(model: "TFPreTrainedModel") -> Callable[[dict[str, tf.Tensor]], np.ndarray]:
-    """A compiled forward pass returning float32 logits as NumPy; one per model, so every epoch traces once."""
-    def build(model_ref: Callable[[], "TFPreTrainedModel"]) -> Callable[[dict[str, tf.Tensor]], tf.Tensor]:
-        return tf.function(lambda features: tf.cast(model_ref()(features, training=False).logits, tf.float32),
-                           reduce_retracing=True)
-
-    step = model_function(model, "logits", build)
-    return lambda features: step(features).numpy()
 
 
 register_task(TokenClassificationTask())
