@@ -19,12 +19,11 @@ import argparse
 import csv
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 
-from speed import matmul_gflops
+from speed import figures, matmul_gflops
 
 PACKAGES = ("keras-hub==0.32.*", "tensorflow-text==2.21.*", "tensorflow==2.21.*")
 
@@ -76,15 +75,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     eval_seconds = time.perf_counter() - start
     # 6 x the parameters outside the embeddings (the tables and their LayerNorm, like speed.py's filter)
     flops_per_token = 6.0 * sum(int(np.prod(w.shape)) for w in classifier.weights if "embedding" not in w.path)
-    tokens_per_second = real_tokens / train_seconds
-    return {"train_samples_per_s": samples / train_seconds,
-            "train_samples_per_s_with_eval": samples / (train_seconds + eval_seconds * args.epochs),
-            "real_tokens_per_s": tokens_per_second,
-            "padded_per_real_token": samples * args.seq_len / real_tokens,
-            "matmul_bound_share": tokens_per_second * flops_per_token / (args.peak_gflops * 1e9),
-            "dev_accuracy": float(np.mean(np.argmax(logits, -1) == np.asarray(dev_labels))),
-            "inference_samples_per_s": len(dev_sentences) / eval_seconds,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
+    accuracy = float(np.mean(np.argmax(logits, -1) == np.asarray(dev_labels)))
+    return figures(samples, real_tokens, samples * args.seq_len, train_seconds, eval_seconds * args.epochs,
+                   flops_per_token, args.peak_gflops, accuracy, len(dev_sentences) / eval_seconds)
 
 
 def main() -> None:

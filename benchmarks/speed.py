@@ -101,14 +101,23 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, float]:
     logits = run.model.predict(eval_dataset, verbose=0).logits
     eval_seconds = time.perf_counter() - start
     accuracy = float(np.mean(np.argmax(logits, -1) == np.asarray(dev_features["labels"])))
-    tokens_per_second = real_tokens * args.epochs / train_seconds
-    return {"train_samples_per_s": samples * args.epochs / train_seconds,
-            "train_samples_per_s_with_eval": samples * args.epochs / (train_seconds + eval_seconds * args.epochs),
+    return figures(samples * args.epochs, real_tokens * args.epochs, padded_tokens * args.epochs, train_seconds,
+                   eval_seconds * args.epochs, flops_per_token(run.model), args.peak_gflops, accuracy,
+                   len(dev_features) / eval_seconds)
+
+
+def figures(samples: int, real_tokens: int, padded_tokens: int, train_seconds: float, eval_seconds: float,
+            flops_per_real_token: float, peak_gflops: float, dev_accuracy: float,
+            inference_samples_per_s: float) -> dict[str, float]:
+    """The figures each configuration prints, from its totals over all epochs (eval_seconds: every epoch's)."""
+    tokens_per_second = real_tokens / train_seconds
+    return {"train_samples_per_s": samples / train_seconds,
+            "train_samples_per_s_with_eval": samples / (train_seconds + eval_seconds),
             "real_tokens_per_s": tokens_per_second,
             "padded_per_real_token": padded_tokens / real_tokens,
-            "matmul_bound_share": tokens_per_second * flops_per_token(run.model) / (args.peak_gflops * 1e9),
-            "dev_accuracy": accuracy,
-            "inference_samples_per_s": len(dev_features) / eval_seconds,
+            "matmul_bound_share": tokens_per_second * flops_per_real_token / (peak_gflops * 1e9),
+            "dev_accuracy": dev_accuracy,
+            "inference_samples_per_s": inference_samples_per_s,
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2}
 
 
