@@ -173,10 +173,13 @@ def needs_static_shapes(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.TPUStrategy)
 
 
-def shard_by_data(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Shard across workers by element (our datasets are not read from files, so FILE sharding cannot apply)."""
+def with_input_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Shard across workers by element (our datasets are not read from files, so FILE sharding cannot apply), and
+    run without tf.data's autotuning thread: deleting an iterator waits for that thread, which stalled `fit` by
+    about 10 s at the end of one epoch in three (MiniLM, 2,000 SST-2 sentences, 2 CPU cores)."""
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.autotune.enabled = False
     return dataset.with_options(options)
 
 

@@ -23,8 +23,8 @@ from tf_finetune.callbacks import (BestModelCallback, CheckpointCallback, Evalua
                                    restore_best_weights)
 from tf_finetune.config import TrainConfig, field_fact
 from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_shapes, pad_multiple, precision_policy,
-                                    resolve_strategy, shard_by_data, static_shape_dataset, use_xla, with_loss_scaling,
-                                    worker_scratch_dir)
+                                    resolve_strategy, static_shape_dataset, use_xla, with_input_options,
+                                    with_loss_scaling, worker_scratch_dir)
 from tf_finetune.errors import UserError
 from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
 from tf_finetune.models import load_model, load_model_config, load_tokenizer, max_model_length
@@ -124,7 +124,7 @@ class FineTuneRun:
         else:
             dataset = self.model.prepare_tf_dataset(features, batch_size=batch_size, shuffle=training,
                                                     collate_fn=collate_fn, drop_remainder=training)
-        return shard_by_data(dataset)
+        return with_input_options(dataset)
 
     def compile(self) -> None:
         """Compile with AdamWeightDecay (linear warm-up and decay) and the model's built-in loss."""
