@@ -14,7 +14,7 @@ from conftest import WORDS
 from tf_finetune.config import TrainConfig
 from tf_finetune.errors import UserError
 from tf_finetune.tasks import get_task
-from tf_finetune.tasks.language_modeling import group_texts, mask_once
+from tf_finetune.tasks.language_modeling import _token_loss_step, group_texts, head_applies_to_positions, mask_once
 
 
 def write_lines(path, count: int, seed: int = 0, blank_every: int = 5):
@@ -146,6 +146,29 @@ def test_mlm_evaluation_is_repeatable_and_averages_over_masked_tokens(tiny_bert,
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     picked = np.take_along_axis(log_probs, np.maximum(labels, 0)[..., None], -1)[..., 0]
     assert first["eval_loss"] == pytest.approx(-picked[labels != -100].mean(), rel=1e-4)
+
+
+@pytest.mark.parametrize("model_type, head_apart", [("bert", True), ("distilbert", False)])
+def test_mlm_loss_at_the_masked_positions_only_equals_the_full_logits_loss(model_type, head_apart):
+    """BERT's head runs on the masked positions alone; DistilBERT's (part of it outside get_lm_head) is detected
+    and scored from the full logits. Both give the loss of the full logits."""
+    import tensorflow as tf
+    from transformers import AutoConfig, TFAutoModelForMaskedLM
+
+    sizes = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2} \
+        if model_type == "bert" else {"dim": 16, "hidden_dim": 32, "n_layers": 1, "n_heads": 2}
+    model = TFAutoModelForMaskedLM.from_config(AutoConfig.for_model(model_type, vocab_size=50, **sizes))
+    assert head_applies_to_positions(model) is head_apart
+    rng = np.random.default_rng(0)
+    input_ids = rng.integers(5, 50, (3, 9))
+    labels = np.where(rng.random((3, 9)) < 0.3, input_ids, -100)
+    features = {"input_ids": tf.constant(input_ids), "attention_mask": tf.ones((3, 9), tf.int64)}
+    loss, tokens = _token_loss_step(model, causal=False)(features, tf.constant(labels))
+    logits = model(features, training=False).logits.numpy()
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    picked = np.take_along_axis(log_probs, np.maximum(labels, 0)[..., None], -1)[..., 0]
+    assert int(tokens) == (labels != -100).sum()
+    assert float(loss) == pytest.approx(-picked[labels != -100].sum(), rel=1e-4)
 
 
 def test_clm_line_by_line_ignores_padding_in_the_loss(tiny_gpt2, text_files, tmp_path):

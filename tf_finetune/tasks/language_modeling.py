@@ -299,13 +299,22 @@ def perplexity(loss: float) -> float:
 
 
 def _token_loss_step(model: "TFPreTrainedModel", causal: bool) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
-    """A compiled step returning (sum of token losses, number of labelled tokens) of one batch; one per model."""
+    """A compiled step returning (sum of token losses, number of labelled tokens) of one batch; one per model.
+
+    A masked LM whose head can be applied to the labelled positions alone (`head_applies_to_positions`) gets logits
+    there only, (masked tokens, vocabulary), instead of (batch, length, vocabulary) for every token."""
     def build(model_ref: Callable[[], "TFPreTrainedModel"]) -> Callable[..., tuple[tf.Tensor, tf.Tensor]]:
+        at_positions = not causal and head_applies_to_positions(model_ref())
+
         @tf.function(reduce_retracing=True)
         def step(features: dict[str, tf.Tensor], labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-            logits = tf.cast(model_ref()(features, training=False).logits, tf.float32)
-            if causal:
-                logits, labels = logits[:, :-1], labels[:, 1:]
+            if at_positions:
+                positions = tf.where(tf.not_equal(labels, IGNORE_INDEX))
+                logits, labels = _logits_at(model_ref(), features, positions), tf.gather_nd(labels, positions)
+            else:
+                logits = tf.cast(model_ref()(features, training=False).logits, tf.float32)
+                if causal:
+                    logits, labels = logits[:, :-1], labels[:, 1:]
             labelled = tf.not_equal(labels, IGNORE_INDEX)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels=tf.where(labelled, labels, tf.zeros_like(labels)), logits=logits)
@@ -314,6 +323,26 @@ def _token_loss_step(model: "TFPreTrainedModel", causal: bool) -> Callable[..., 
         return step
 
     return model_function(model, f"token_loss(causal={causal})", build)
+
+
+def head_applies_to_positions(model: "TFPreTrainedModel") -> bool:
+    """Whether the model's logits are its LM head (`get_lm_head()`) over its main layer's hidden states, so the head
+    can run on chosen positions only: checked once on the model's dummy inputs against its full logits (DistilBERT,
+    for one, keeps part of its head outside `get_lm_head()`)."""
+    features = model.dummy_inputs
+    try:
+        full = tf.cast(model(features, training=False).logits, tf.float32)
+        positions = tf.where(tf.ones_like(features["input_ids"], dtype=tf.bool))
+        at_positions = _logits_at(model, features, positions)
+    except (AttributeError, NotImplementedError, TypeError, ValueError):  # no main layer or LM head to call apart
+        return False
+    return bool(np.allclose(tf.gather_nd(full, positions).numpy(), at_positions.numpy(), rtol=1e-2, atol=1e-2))
+
+
+def _logits_at(model: "TFPreTrainedModel", features: dict[str, tf.Tensor], positions: tf.Tensor) -> tf.Tensor:
+    """Float32 logits (positions, vocabulary) of the LM head at `positions` (batch, token) of the hidden states."""
+    hidden = getattr(model, model.base_model_prefix)(features, training=False)[0]
+    return tf.cast(model.get_lm_head()(tf.gather_nd(hidden, positions)[tf.newaxis], training=False)[0], tf.float32)
 
 
 def _texts(dataset: datasets.Dataset, split: str, config: "TrainConfig") -> datasets.Dataset:
