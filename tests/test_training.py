@@ -166,6 +166,13 @@ def test_notebook_api_step_by_step(config):
     assert set(run.evaluate()) >= {"eval_loss", "eval_accuracy"}
 
 
+def test_input_pipelines_run_without_the_autotuning_thread(config):
+    """Deleting an iterator waits for tf.data's autotuning thread, which stalled fit at epoch ends."""
+    run = FineTuneRun(config)
+    assert not run.train_dataset.options().autotune.enabled
+    assert not run.eval_dataset.options().autotune.enabled
+
+
 def test_tokenised_splits_are_cached_between_runs(config):
     first = FineTuneRun(config).splits["train"].features.cache_files[0]["filename"]
     written = os.path.getmtime(first)
