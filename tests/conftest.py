@@ -89,6 +89,49 @@ def tiny_gpt2(tmp_path_factory) -> Path:
     return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
+CHATML_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+                  "'<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+                  "{% endif %}")
+
+
+def build_tiny_mistral(directory: Path, chat_template: bool = True) -> Path:
+    """A two-layer, 32-wide Mistral causal LM (tf_model.h5) with a byte-level BPE trained on WORDS, ChatML special
+    tokens and (by default) a ChatML chat template, as SmolLM2-Instruct has."""
+    import tf_finetune  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
+    import tf_keras
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import MistralConfig, PreTrainedTokenizerFast, TFMistralForCausalLM
+
+    directory.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator([" ".join(WORDS), "user assistant system"], trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|im_end|>", unk_token="<|endoftext|>", model_max_length=128)
+    if chat_template:
+        tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(directory)
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                           pad_token_id=tokenizer.pad_token_id, sliding_window=None)
+    tf_keras.utils.set_random_seed(0)
+    model = TFMistralForCausalLM(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_mistral(tmp_path_factory) -> Path:
+    """Path of a tiny Mistral causal LM whose tokenizer has a ChatML chat template."""
+    return build_tiny_mistral(tmp_path_factory.mktemp("tiny-mistral"))
+
+
 @pytest.fixture(autouse=True)
 def isolated_hf_cache(tmp_path_factory, monkeypatch):
     """Keep datasets' cache inside the test session's temp folder."""

@@ -120,6 +120,23 @@ class TrainConfig:
     load_best_model_at_end: bool = _arg(True, "Restore the best epoch's weights before saving.", changes_training=False)
     early_stopping_patience: Optional[int] = _arg(None, "Stop after N epochs without improvement.")
 
+    # LoRA
+    lora_rank: int = _arg(0, "LoRA rank: train low-rank adapters on --lora_target_modules (and the modules to save) "
+                          "instead of every weight; 0: full fine-tuning.", card=True)
+    lora_alpha: Optional[float] = _arg(None, "LoRA alpha: the adapters' update is scaled by alpha/rank (default: "
+                                       "twice the rank).", card=True)
+    lora_dropout: Optional[float] = _arg(None, "Dropout on the adapters' inputs (default 0).", card=True)
+    lora_target_modules: Optional[list[str]] = _arg(None, "Dense layers to adapt, matched against the end of their "
+                                                    "module paths (default per architecture: BERT query value, "
+                                                    "DistilBERT q_lin v_lin, Mistral q_proj v_proj).", nargs="+",
+                                                    card=True)
+    modules_to_save: Optional[list[str]] = _arg(None, "Modules trained in full next to the adapters (default: the "
+                                                "task head, e.g. classifier).", nargs="+", card=True)
+    lora_merge: bool = _arg(True, "Save the model with the adapters merged into its weights (loadable with "
+                            "from_pretrained); false: save the adapter and a reference to the base model only. "
+                            "adapter/ holds the adapter in the PEFT format either way.",
+                            changes_training=False, tunable=False)
+
     # Training
     do_train: bool = _arg(True, "Train the model.", tunable=False)
     do_eval: bool = _arg(True, "Evaluate on the validation split each epoch and at the end.", tunable=False)
@@ -214,8 +231,26 @@ class TrainConfig:
                 raise UserError(f"--{name} must be a positive number, got {value}.")
         if self.label_column_index is not None and self.label_column_index < 0:
             raise UserError(f"--label_column_index counts columns from 0, got {self.label_column_index}.")
+        self._check_lora()
         if self.text_column is not None and not 1 <= len(self.text_column) <= 2:
             raise UserError(f"--text_column takes one or two column names, got {len(self.text_column)}.")
+
+    def _check_lora(self) -> None:
+        if self.lora_rank < 0:
+            raise UserError(f"--lora_rank must be 0 (full fine-tuning) or positive, got {self.lora_rank}.")
+        if self.lora_rank == 0:
+            given = [name for name in ("lora_alpha", "lora_dropout", "lora_target_modules", "modules_to_save")
+                     if getattr(self, name) is not None] + ([] if self.lora_merge else ["lora_merge"])
+            if given:
+                raise UserError(f"--{given[0]} is a LoRA setting, but --lora_rank is 0 (LoRA off); pass "
+                                "--lora_rank 8 (or another rank) to train LoRA adapters.")
+            return
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            raise UserError(f"--lora_alpha must be positive, got {self.lora_alpha}.")
+        if self.lora_dropout is not None and not 0 <= self.lora_dropout < 1:
+            raise UserError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
+        if self.lora_target_modules is not None and not self.lora_target_modules:
+            raise UserError("--lora_target_modules needs at least one module name.")
 
     def _check_types(self) -> None:
         """Values from config files and notebooks bypass argparse: check each has its field's type."""

@@ -241,7 +241,7 @@ class HubUploader:
 def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str], task_name: Optional[str],
                      dataset_name: Optional[str], metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any],
                      task_type: Optional[str] = None, dataset_config: Optional[str] = None,
-                     license: Optional[str] = None) -> str:
+                     license: Optional[str] = None, method: Optional[str] = None) -> str:
     """Write `output_dir/README.md`: Hub metadata (model-index with the eval metrics) and a readable summary.
 
     Args:
@@ -254,6 +254,7 @@ def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str]
         task_type: the Hub task id, e.g. "text-classification" (default: task_name).
         dataset_config: the dataset's configuration name.
         license: the license id, when known.
+        method: a paragraph on how it was trained, when not in full (e.g. LoRA's settings).
 
     Returns the path written. The file is replaced atomically.
     """
@@ -271,7 +272,7 @@ def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str]
         datasets=[dataset_name] if dataset_name else None,
         model_name=repo_id.split("/")[-1], eval_results=eval_results or None,
     )
-    body = _card_body(repo_id, base_model, hub_base_model, task_name, dataset_name, metrics, hyperparameters)
+    body = _card_body(repo_id, base_model, hub_base_model, task_name, dataset_name, metrics, hyperparameters, method)
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
     path = os.path.join(output_dir, "README.md")
     write_text(path, str(card))
@@ -300,7 +301,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _card_body(repo_id: str, base_model: Optional[str], hub_base_model: Optional[str], task_name: Optional[str],
-               dataset_name: Optional[str], metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any]) -> str:
+               dataset_name: Optional[str], metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any],
+               method: Optional[str] = None) -> str:
     """The Markdown part of the model card."""
     model = f"[{hub_base_model}](https://huggingface.co/{hub_base_model})" if hub_base_model else f"`{base_model}`"
     origin = f"a fine-tuned version of {model}" if base_model else "a fine-tuned model"
@@ -311,7 +313,8 @@ def _card_body(repo_id: str, base_model: Optional[str], hub_base_model: Optional
     versions = [f"- {name} {version}" for name, version in _framework_versions().items()]
     sections = [
         f"# {repo_id.split('/')[-1]}",
-        f"## Model description\n\nThis model is {origin}{data}{task}, trained with TensorFlow/Keras by tf-finetune.",
+        f"## Model description\n\nThis model is {origin}{data}{task}, trained with TensorFlow/Keras by tf-finetune."
+        + (f"\n\n{method}" if method else ""),
         "## Intended use\n\n"
         f"Use it for {task_name or 'the task it was trained on'} on text like its training data. It was evaluated "
         "only on the validation data below: check it on your own data before relying on it.",
@@ -348,6 +351,8 @@ def _framework_versions() -> dict[str, str]:
 
 def write_model_card_for_run(output_dir: str, repo_id: str, task_type: Optional[str] = None) -> Optional[str]:
     """Write the model card of a finished run from its run_config.json and all_results.json (None if neither)."""
+    from tf_finetune.lora_files import describe_lora
+
     paths = [os.path.join(output_dir, name) for name in ("all_results.json", "run_config.json")]
     results, run_config = (read_json(path) if os.path.isfile(path) else None for path in paths)
     if results is None and run_config is None:
@@ -358,4 +363,5 @@ def write_model_card_for_run(output_dir: str, repo_id: str, task_type: Optional[
     return write_model_card(output_dir, repo_id=repo_id, base_model=run_config.get("model_name_or_path"),
                             task_name=run_config.get("task"), dataset_name=run_config.get("dataset_name"),
                             dataset_config=run_config.get("dataset_config_name"), metrics=results,
-                            hyperparameters=hyperparameters, task_type=task_type)
+                            hyperparameters=hyperparameters, task_type=task_type,
+                            method=describe_lora(run_config, results))

@@ -52,6 +52,13 @@ def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig
         raise UserError(f"{name_or_path} is a {config.model_type} model, and transformers has no "
                         f"{auto_class_name} for that type; pick a model that has one or another task.")
     weights = _find_weights(name_or_path)
+    if weights is None and os.path.isdir(name_or_path):
+        from tf_finetune.lora_files import adapter_config, apply_adapter
+
+        adapter = adapter_config(name_or_path)  # a LoRA run saved without merging: its base model plus the adapter
+        if adapter:
+            base = load_model(auto_class_name, adapter["base_model_name_or_path"], config)
+            return apply_adapter(base, name_or_path)
     if weights is None:
         raise UserError(f"{name_or_path} has no TensorFlow weights (tf_model.h5) nor model.safetensors; "
                         "export it with save_pretrained or pass another checkpoint.")

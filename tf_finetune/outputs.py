@@ -56,6 +56,7 @@ def save_pretrained_atomic(output_dir: str, *savables: Any) -> None:
     """`save_pretrained` each object into a temporary folder, then move every file into output_dir.
 
     Files move one by one with os.replace, config.json last, so a reader never sees a config without its weights.
+    A folder (e.g. adapter/) replaces the old one in two renames: the old one is moved aside, then removed.
     """
     os.makedirs(output_dir, exist_ok=True)
     staging = tempfile.mkdtemp(dir=output_dir, prefix=".tmp-save-")
@@ -64,6 +65,9 @@ def save_pretrained_atomic(output_dir: str, *savables: Any) -> None:
             savable.save_pretrained(staging)
         names = sorted(os.listdir(staging), key=lambda name: name == "config.json")
         for name in names:
-            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+            target = os.path.join(output_dir, name)
+            if os.path.isdir(target):
+                os.replace(target, os.path.join(staging, f".old-{name}"))
+            os.replace(os.path.join(staging, name), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

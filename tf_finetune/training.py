@@ -27,6 +27,8 @@ from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_sh
                                     with_loss_scaling, worker_scratch_dir)
 from tf_finetune.errors import UserError
 from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
+from tf_finetune.lora import add_lora, merged, parameter_counts, settings_for
+from tf_finetune.lora_files import LoraAdapter
 from tf_finetune.models import load_model, load_model_config, load_tokenizer, max_model_length
 from tf_finetune.optimizer import build_optimizer
 from tf_finetune.outputs import read_json, save_pretrained_atomic, write_json
@@ -74,6 +76,15 @@ class FineTuneRun:
         tf_keras.utils.set_random_seed(config.seed)
         with self.strategy.scope(), precision_policy(config.mixed_precision):
             self.model = load_model(self.task.auto_model_class, config.model_name_or_path, self.model_config)
+            self.lora = settings_for(config, self.model) if config.lora_rank else None
+            if self.lora:
+                adapted = add_lora(self.model, self.lora)
+                logger.info("LoRA: rank %d, alpha %g on %d layers (%s); trained in full: %s.", self.lora.rank,
+                            self.lora.alpha, len(adapted), ", ".join(self.lora.target_modules),
+                            ", ".join(self.lora.modules_to_save) or "nothing")
+        self.trainable_parameters, self.total_parameters = parameter_counts(self.model)
+        logger.info("Trainable parameters: %s of %s (%.2f%%).", f"{self.trainable_parameters:,}",
+                    f"{self.total_parameters:,}", 100 * self.trainable_parameters / self.total_parameters)
         if config.gradient_accumulation_steps > 1:
             accumulate_gradients(self.model, config.gradient_accumulation_steps)
         self.first_epoch = 0  # the epoch the next pass over train_dataset is (length grouping orders by epoch)
@@ -171,8 +182,23 @@ class FineTuneRun:
         return self.task.write_predictions(self.predict(), self.splits["test"], self.config.output_dir, self.config)
 
     def save(self, output_dir: Optional[str] = None) -> None:
-        """`save_pretrained` the model and tokenizer, atomically, loadable with `from_pretrained`."""
-        save_pretrained_atomic(output_dir or self.config.output_dir, self.tokenizer, self.model)
+        """`save_pretrained` the model and tokenizer, atomically, loadable with `from_pretrained`.
+
+        With LoRA the model is saved with its adapters merged (or, with lora_merge false, only its config), and
+        `adapter/` holds the adapter in the PEFT format.
+        """
+        output_dir = output_dir or self.config.output_dir
+        if self.lora is None:
+            save_pretrained_atomic(output_dir, self.tokenizer, self.model)
+            return
+        adapter = LoraAdapter.from_model(self.model, self.lora, self.config.model_name_or_path,
+                                         self.task.peft_task_type)
+        if not self.config.lora_merge:
+            self.model.config.architectures = [type(self.model).__name__[len("TF"):]]  # as save_pretrained sets it
+            save_pretrained_atomic(output_dir, self.tokenizer, self.model.config, adapter)
+            return
+        with merged(self.model):
+            save_pretrained_atomic(output_dir, self.tokenizer, self.model, adapter)
 
     def _check_splits(self) -> None:
         needed = (["train"] if self.config.do_train else []) + (["validation"] if self.config.do_eval else [])
@@ -267,7 +293,8 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
         runtime = time.perf_counter() - start
         samples = (state.epoch - start_epoch) * run.steps_per_epoch * run.global_train_batch_size
         results.update(epoch=state.epoch, train_samples=len(run.splits["train"]), train_runtime=round(runtime, 3),
-                       train_samples_per_second=round(samples / runtime, 3) if runtime > 0 and samples else 0.0)
+                       train_samples_per_second=round(samples / runtime, 3) if runtime > 0 and samples else 0.0,
+                       trainable_parameters=run.trainable_parameters, total_parameters=run.total_parameters)
         if state.history:
             results["train_loss"] = state.history[-1].get("loss")
         if state.best_epoch is not None:

@@ -46,6 +46,7 @@ class Task(abc.ABC):
     name: str
     auto_model_class: str  # a transformers TFAutoModelFor... class name
     pipeline_tag: str  # the Hub's task id for model cards and the predict command, e.g. "text-classification"
+    peft_task_type: str | None = None  # PEFT's task type for LoRA adapter files, e.g. "SEQ_CLS" (None: no type)
     # Whether features[i] belongs to examples[i] (False: features name their example in a bookkeeping column, as
     # qa's windows do). Evaluation reorders a split by length, keeping that pairing.
     one_feature_per_example: bool = True

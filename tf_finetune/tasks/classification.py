@@ -27,6 +27,7 @@ class SequenceClassificationTask(Task):
     """Raw splits hold the text column(s) and `label` (a ClassLabel, or float32 for regression)."""
 
     auto_model_class = "TFAutoModelForSequenceClassification"
+    peft_task_type = "SEQ_CLS"
     pipeline_tag = "text-classification"
 
     @abc.abstractmethod

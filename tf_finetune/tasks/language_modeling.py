@@ -208,6 +208,7 @@ class CausalLanguageModelingTask(LanguageModelingTask):
 
     name = "clm"
     auto_model_class = "TFAutoModelForCausalLM"
+    peft_task_type = "CAUSAL_LM"
     pipeline_tag = "text-generation"
     description = "causal language modelling: every next token predicted"
     causal = True

@@ -55,6 +55,7 @@ class QuestionAnsweringTask(Task):
 
     name = "qa"
     auto_model_class = "TFAutoModelForQuestionAnswering"
+    peft_task_type = "QUESTION_ANS"
     pipeline_tag = "question-answering"
     one_feature_per_example = False  # windows name their question in example_id
     description = ("extractive question answering (SQuAD v1.1, or v2.0 with --version_2_with_negative): the answer "

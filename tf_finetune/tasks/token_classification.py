@@ -48,6 +48,7 @@ class TokenClassificationTask(Task):
 
     name = "ner"
     auto_model_class = "TFAutoModelForTokenClassification"
+    peft_task_type = "TOKEN_CLS"
     pipeline_tag = "token-classification"
     description = "named-entity recognition or other word tagging (one tag per word, CoNLL-2003 style)"
     data_formats = ("CoNLL .txt/.conll (token first, tag in --label_column_index or the last column, blank lines "
