@@ -111,6 +111,19 @@ class TrainConfig:
     column_names: Optional[list[str]] = _arg(None, "Names for the columns of a CSV/TSV without a header row "
                                              "(CODAH's files have none).", nargs="+")
 
+    # Chat (causal LMs)
+    chat_template: Optional[str] = _arg(None, "A Jinja chat template file to render conversations with (default: "
+                                        "the tokenizer's own template, else ChatML closing each turn with the "
+                                        "tokenizer's end-of-sequence token).")
+    train_on_prompt: bool = _arg(False, "Also train on the prompts' tokens (system and user turns and the template's "
+                                 "markup), not only on the assistant's answers.", card=True)
+    packing: bool = _arg(False, "Pack several short training conversations into one row of up to --max_seq_length "
+                         "tokens (each keeps its own loss mask).", card=True)
+    generation_eval: int = _arg(0, "After each epoch, answer the first N validation prompts and write the answers to "
+                                "generations_epoch<k>.jsonl.", changes_training=False, tunable=False)
+    max_new_tokens: int = _arg(64, "Longest answer --generation_eval generates, in tokens.", changes_training=False,
+                               tunable=False)
+
     # Metrics and model selection
     metric: Optional[str] = _arg(None, "An evaluate metric (bundled name, local path or Hub id) for your own data.")
     metric_for_best_model: Optional[str] = _arg(None, "Validation metric that picks the best epoch "
@@ -206,7 +219,7 @@ class TrainConfig:
         self._check_choices()
         for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "max_seq_length", "gradient_accumulation_steps", "block_size", "max_trials", "doc_stride",
-                     "max_answer_length", "n_best_size", "length_grouping_window"):
+                     "max_answer_length", "n_best_size", "length_grouping_window", "max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be a positive number, got {getattr(self, name)}.")
         if self.max_grad_norm < 0:
@@ -219,7 +232,7 @@ class TrainConfig:
             raise UserError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}.")
         if not 0 < self.tune_train_fraction <= 1:
             raise UserError(f"--tune_train_fraction must be in (0, 1], got {self.tune_train_fraction}.")
-        for name in ("warmup_steps", "weight_decay"):
+        for name in ("warmup_steps", "weight_decay", "generation_eval"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name} must not be negative, got {getattr(self, name)}.")
         if self.adam_epsilon <= 0:

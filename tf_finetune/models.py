@@ -47,10 +47,7 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig) -> "transformers.TFPreTrainedModel":
     """A TF model of the given Auto class with pretrained weights: native TF checkpoints load as usual,
     PyTorch-only `model.safetensors` are converted (transformers 4.57 cannot load them into TF itself)."""
-    auto_class = getattr(transformers, auto_class_name)
-    if type(config) not in auto_class._model_mapping:
-        raise UserError(f"{name_or_path} is a {config.model_type} model, and transformers has no "
-                        f"{auto_class_name} for that type; pick a model that has one or another task.")
+    auto_class = check_auto_class(auto_class_name, name_or_path, config)
     weights = _find_weights(name_or_path)
     if weights is None and os.path.isdir(name_or_path):
         from tf_finetune.lora_files import adapter_config, apply_adapter
@@ -69,6 +66,15 @@ def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig
     except ValueError as error:  # e.g. a classifier head trained for another number of labels
         raise UserError(f"cannot load the weights of {name_or_path} into {auto_class_name}: "
                         f"{str(error).strip().splitlines()[0]}; start from a checkpoint without that head.") from error
+
+
+def check_auto_class(auto_class_name: str, name_or_path: str, config: PretrainedConfig) -> Any:
+    """The transformers Auto class, after checking it builds models of the config's type (e.g. a causal-LM head)."""
+    auto_class = getattr(transformers, auto_class_name)
+    if type(config) not in auto_class._model_mapping:
+        raise UserError(f"{name_or_path} is a {config.model_type} model, and transformers has no "
+                        f"{auto_class_name} for that type; pick a model that has one or another task.")
+    return auto_class
 
 
 def cache_only(name_or_path: str) -> bool:

@@ -1,12 +1,14 @@
 """`python -m tf_finetune.predict`: answer inputs with a saved model, the way its task does (fill masks, continue or
 classify texts, ...).
 
-The task comes from the model's saved architecture (or --task, a Hub pipeline tag); each task adds its own flags.
+The task is the one the model was trained for (its run_config.json), else the one its saved architecture suggests,
+or --task (a Hub pipeline tag, or chat); each task adds its own flags.
 
 Examples:
     python -m tf_finetune.predict --model out "The Milky Way is a [MASK] galaxy."
     python -m tf_finetune.predict --task text-generation --model gpt2-out --max_new_tokens 30 "Once upon a time"
     python -m tf_finetune.predict --task text-classification --model sst2-out --file reviews.txt
+    python -m tf_finetune.predict --task chat --model chat-out --system "Answer briefly." "Is this review positive?"
 """
 from __future__ import annotations
 
@@ -17,7 +19,9 @@ from typing import Optional, Sequence
 
 from tf_finetune.cli import run_cli
 from tf_finetune.errors import UserError
-from tf_finetune.tasks import pipeline_tags, task_for_architectures, task_for_pipeline
+from tf_finetune.outputs import read_json
+from tf_finetune.tasks import get_task, list_tasks, pipeline_tags, task_for_architectures, task_for_pipeline
+from tf_finetune.tasks.base import Task
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,7 +62,8 @@ def predict(args: argparse.Namespace) -> list[str]:
     if args.batch_size < 1:
         raise UserError(f"--batch_size must be positive, got {args.batch_size}.")
     config = load_model_config(args.model)
-    task = task_for_pipeline(args.task) if args.task else task_for_architectures(config.architectures)
+    task = task_for_pipeline(args.task) if args.task else (_task_of_run(args.model) or
+                                                          task_for_architectures(config.architectures))
     if task is None:
         found = ", ".join(config.architectures or []) or "none"
         raise UserError(f"cannot tell the task of {args.model} from its architectures ({found}); pass --task "
@@ -67,6 +72,13 @@ def predict(args: argparse.Namespace) -> list[str]:
     inputs = task.predict_inputs(args, tokenizer)
     model = load_model(task.auto_model_class, args.model, config)
     return task.predict_lines(model, tokenizer, inputs, args)
+
+
+def _task_of_run(model_dir: str) -> Optional[Task]:
+    """The task a tf_finetune.train run in model_dir trained (from its run_config.json), if known."""
+    path = os.path.join(model_dir, "run_config.json")
+    name = read_json(path).get("task") if os.path.isfile(path) else None
+    return get_task(name) if name in list_tasks() else None
 
 
 if __name__ == "__main__":

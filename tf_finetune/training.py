@@ -29,7 +29,7 @@ from tf_finetune.errors import UserError
 from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
 from tf_finetune.lora import add_lora, merged, parameter_counts, settings_for
 from tf_finetune.lora_files import LoraAdapter
-from tf_finetune.models import load_model, load_model_config, load_tokenizer, max_model_length
+from tf_finetune.models import check_auto_class, load_model, load_model_config, load_tokenizer, max_model_length
 from tf_finetune.optimizer import build_optimizer
 from tf_finetune.outputs import read_json, save_pretrained_atomic, write_json
 from tf_finetune.tasks import get_task
@@ -61,6 +61,7 @@ class FineTuneRun:
         raw_datasets = self.task.load_raw_datasets(config)
         self.model_config = load_model_config(config.model_name_or_path,
                                               **self.task.model_config_kwargs(raw_datasets, config))
+        check_auto_class(self.task.auto_model_class, config.model_name_or_path, self.model_config)
         limit = max_model_length(self.model_config, self.tokenizer)
         if config.max_seq_length > limit:
             raise UserError(f"--max_seq_length {config.max_seq_length} is more than {config.model_name_or_path} "
@@ -150,7 +151,7 @@ class FineTuneRun:
 
     def callbacks(self, state: Optional[RunState] = None,
                   checkpoint: bool = False) -> list[tf_keras.callbacks.Callback]:
-        """The run's callbacks in order: metrics, best model / early stop, history, checkpoint, progress bar."""
+        """The run's callbacks in order: metrics, best model / early stop, history, the task's own, checkpoint."""
         state = state or RunState()
         output_dir = self.config.output_dir
         callbacks: list[tf_keras.callbacks.Callback] = []
@@ -160,6 +161,7 @@ class FineTuneRun:
                 state, self.monitor, self.greater_is_better, os.path.join(output_dir, CHECKPOINT_DIR),
                 patience=self.config.early_stopping_patience, restore=self.config.load_best_model_at_end))
         callbacks.append(HistoryCallback(state, output_dir))
+        callbacks += self.task.training_callbacks(self.tokenizer, self.splits, self.config)
         if checkpoint:
             ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
             callbacks.append(CheckpointCallback(state, os.path.join(output_dir, CHECKPOINT_DIR), ckpt))

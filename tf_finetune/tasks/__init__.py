@@ -55,15 +55,19 @@ def describe_tasks() -> str:
 
 
 def pipeline_tags() -> list[str]:
-    """The Hub pipeline tags of the registered tasks (what `python -m tf_finetune.predict --task` takes)."""
+    """What `python -m tf_finetune.predict --task` takes: the tasks' Hub pipeline tags, or their own predict names."""
     _load_task_modules()
-    return sorted({task.pipeline_tag for task in _REGISTRY.values()})
+    return sorted({_predict_name(task) for task in _REGISTRY.values()})
 
 
 def task_for_pipeline(tag: str) -> Task:
-    """A task that predicts for a pipeline tag (tasks sharing a tag share their prediction code)."""
+    """A task that predicts for a pipeline tag or predict name (tasks sharing one share their prediction code)."""
     _load_task_modules()
-    return next(_REGISTRY[name] for name in sorted(_REGISTRY) if _REGISTRY[name].pipeline_tag == tag)
+    return next(_REGISTRY[name] for name in sorted(_REGISTRY) if _predict_name(_REGISTRY[name]) == tag)
+
+
+def _predict_name(task: Task) -> str:
+    return task.predict_name or task.pipeline_tag
 
 
 def task_for_architectures(architectures: Optional[list[str]]) -> Optional[Task]:

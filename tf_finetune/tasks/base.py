@@ -46,6 +46,7 @@ class Task(abc.ABC):
     name: str
     auto_model_class: str  # a transformers TFAutoModelFor... class name
     pipeline_tag: str  # the Hub's task id for model cards and the predict command, e.g. "text-classification"
+    predict_name: str | None = None  # its --task name in the predict command, when not its pipeline tag
     peft_task_type: str | None = None  # PEFT's task type for LoRA adapter files, e.g. "SEQ_CLS" (None: no type)
     # Whether features[i] belongs to examples[i] (False: features name their example in a bookkeeping column, as
     # qa's windows do). Evaluation reorders a split by length, keeping that pairing.
@@ -90,6 +91,11 @@ class Task(abc.ABC):
                  config: "TrainConfig") -> dict[str, float]:
         """Validation results under `result_keys` names; `tf_dataset` batches `split.features` in order. The split
         comes sorted by length (see one_feature_per_example), so the results must not depend on the rows' order."""
+
+    def training_callbacks(self, tokenizer: "PreTrainedTokenizerBase", splits: dict[str, TaskSplit],
+                           config: "TrainConfig") -> list[Any]:
+        """Keras callbacks of the task's own that training adds after the run's (e.g. chat's generation samples)."""
+        return []
 
     # Predictions of --do_predict
     def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit, config: "TrainConfig") -> Any:

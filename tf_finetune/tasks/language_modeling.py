@@ -63,7 +63,7 @@ class LanguageModelingTask(Task):
             raise UserError(f"{self.name} has no data: pass --train_file and/or --validation_file.")
         texts = {split: _texts(dataset, split, config) for split, dataset in raw.items()}
         if "validation" not in texts and config.do_eval:
-            texts.update(_split_off_validation(texts["train"], config))
+            texts.update(split_off_validation(texts["train"], config))
         return datasets.DatasetDict(texts)
 
     def tokenize(self, raw_datasets: datasets.DatasetDict, tokenizer: "PreTrainedTokenizerBase",
@@ -376,14 +376,14 @@ def _holds_text(feature: Any) -> bool:
     return isinstance(feature, (datasets.List, datasets.LargeList)) and _holds_text(feature.feature)
 
 
-def _split_off_validation(train: datasets.Dataset, config: "TrainConfig") -> dict[str, datasets.Dataset]:
-    """Hold out VALIDATION_SHARE of the training texts (at least one), chosen with the seed."""
+def split_off_validation(train: datasets.Dataset, config: "TrainConfig") -> dict[str, datasets.Dataset]:
+    """Hold out VALIDATION_SHARE of the training examples (texts, conversations; at least one), chosen with the seed."""
     if len(train) < 2:
-        raise UserError("the training data has a single text, too little to hold some out for validation; pass "
+        raise UserError("the training data has a single example, too little to hold some out for validation; pass "
                         "--validation_file or --do_eval false.")
     parts = train.train_test_split(test_size=VALIDATION_SHARE, seed=config.seed,
                                    load_from_cache_file=not config.overwrite_cache)
-    logger.info("No validation data given: holding out %d of %d training texts (%d%%, seed %d) for validation.",
+    logger.info("No validation data given: holding out %d of %d training examples (%d%%, seed %d) for validation.",
                 len(parts["test"]), len(train), round(VALIDATION_SHARE * 100), config.seed)
     return {"train": parts["train"], "validation": parts["test"]}
 
