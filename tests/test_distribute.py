@@ -26,6 +26,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from conftest import write_sentiment_files
 from tf_finetune.config import TrainConfig
@@ -115,6 +116,22 @@ def test_two_mirrored_cpus_match_one_device(bert_without_dropout, data_files, on
     assert "Distribution: MirroredStrategy, 2 replicas on CPU:0, CPU:1." in output
     assert "--jit_compile is off" in output  # XLA cannot all-gather embedding gradients between replicas
     assert largest_difference(saved_weights(output_dir), one_device) < TOLERANCE
+
+
+def test_lora_on_two_mirrored_cpus_with_accumulation_matches_one_device(bert_without_dropout, data_files,
+                                                                       tmp_path):
+    lora = ["--lora_rank", "4"]
+    one = tmp_path / "one"
+    finish(run_cli(cli_args(bert_without_dropout, data_files, str(one), "--per_device_train_batch_size", "8", *lora)))
+    two = tmp_path / "two"
+    output = finish(run_cli(cli_args(bert_without_dropout, data_files, str(two), "--strategy", "mirrored",
+                                     "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2", *lora),
+                            TF_FINETUNE_LOGICAL_CPUS="2"))
+    assert "2 replicas" in output and "Trainable parameters:" in output
+    adapters = [load_file(str(run / "adapter" / "adapter_model.safetensors")) for run in (one, two)]
+    assert max(float(np.abs(value).max()) for name, value in adapters[0].items() if "lora_B" in name) > 1e-3
+    assert largest_difference(*adapters) < TOLERANCE
+    assert largest_difference(saved_weights(two), saved_weights(one)) < TOLERANCE
 
 
 def free_ports(count: int) -> list[int]:

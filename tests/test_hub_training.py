@@ -48,6 +48,14 @@ def test_push_at_end_uploads_a_loadable_model_with_its_card(hub: HubServer, tiny
     np.testing.assert_allclose(remote(inputs).logits.numpy(), local(inputs).logits.numpy(), rtol=1e-6)
 
 
+def test_lora_push_uploads_the_adapter_and_says_lora_on_the_card(hub: HubServer, tiny_bert, data_files, tmp_path):
+    train(push_config(tiny_bert, data_files, tmp_path, lora_rank=4))
+    files = hub.files("alice/sst-tiny")
+    assert {"tf_model.h5", "adapter/adapter_config.json", "adapter/adapter_model.safetensors"} <= set(files)
+    card = files["README.md"].decode()
+    assert "Trained with LoRA: rank 4, alpha 8" in card and "parameters trained (" in card
+
+
 def test_epoch_strategy_makes_one_commit_per_epoch(hub: HubServer, tiny_bert, data_files, tmp_path):
     class SlowEpochs(tf_keras.callbacks.Callback):
         """Leaves each epoch's upload time to finish, so no push replaces a waiting one."""

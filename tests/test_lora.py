@@ -159,3 +159,54 @@ def test_lora_settings_that_do_not_fit_the_model_fail_before_training(changes, m
                          validation_file=paths["valid"], output_dir=str(tmp_path / "out"), **changes)
     with pytest.raises(UserError, match=message):
         FineTuneRun(config)
+
+
+def _lora_config(tiny_bert, tmp_path, **changes) -> TrainConfig:
+    tmp_path.mkdir(exist_ok=True)
+    paths = write_sentiment_files(tmp_path, {"train": 64, "valid": 16})
+    values = dict(task="text-classification", model_name_or_path=str(tiny_bert), train_file=paths["train"],
+                  validation_file=paths["valid"], output_dir=str(tmp_path / "out"), num_train_epochs=3,
+                  per_device_train_batch_size=8, learning_rate=1e-2, verbose=0, **LORA)
+    return TrainConfig(**{**values, **changes})
+
+
+def test_lora_run_resumed_after_a_crash_ends_like_an_uninterrupted_one(tiny_bert, tmp_path):
+    import tf_keras
+
+    class CrashAfterEpoch(tf_keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    whole = train(_lora_config(tiny_bert, tmp_path / "whole"))
+    config = _lora_config(tiny_bert, tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=[CrashAfterEpoch()])
+    resumed = train(config)
+    assert resumed["eval_loss"] == pytest.approx(whole["eval_loss"], abs=1e-6)
+    tensors = [load_file(str(tmp_path / run / "out" / "adapter" / "adapter_model.safetensors"))
+               for run in ("whole", "resumed")]
+    assert max(float(np.abs(tensors[0][name] - tensors[1][name]).max()) for name in tensors[0]) < 1e-6
+
+
+def test_lora_rank_and_alpha_are_searchable(tiny_bert, tmp_path):
+    from tf_finetune.tuning import tune
+
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"lora_rank": {"type": "choice", "values": [2, 4]},
+                                 "lora_alpha": {"type": "float", "min_value": 4.0, "max_value": 16.0}}))
+    config = _lora_config(tiny_bert, tmp_path, tune="random", max_trials=2, tune_space=str(space),
+                          tune_retrain=False, num_train_epochs=1)
+    _, best = tune(config)
+    assert set(best) == {"lora_rank", "lora_alpha"} and best["lora_rank"] in (2, 4)
+
+
+@pytest.mark.parametrize("precision, xla", [("fp16", False), ("bf16", True)])
+def test_lora_under_mixed_precision_and_xla_keeps_float32_adapters(precision, xla, tiny_bert, tmp_path):
+    run = FineTuneRun(_lora_config(tiny_bert, tmp_path, mixed_precision=precision, jit_compile=xla))
+    layer = lora_layers(run.model)[0]
+    assert layer.lora_A.dtype == tf.float32 and layer.lora_B.dtype == tf.float32
+    assert layer.compute_dtype == {"fp16": "float16", "bf16": "bfloat16"}[precision]
+    run.compile()
+    history = run.model.fit(run.train_dataset.take(3), verbose=0).history
+    assert np.isfinite(history["loss"][0]) and float(tf.reduce_max(tf.abs(layer.lora_B))) > 0
