@@ -28,7 +28,7 @@ from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_sh
 from tf_finetune.errors import UserError
 from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
 from tf_finetune.lora import add_lora, merged, parameter_counts, settings_for
-from tf_finetune.lora_files import LoraAdapter
+from tf_finetune.lora_files import ADAPTER_DIR, LoraAdapter
 from tf_finetune.models import check_auto_class, load_model, load_model_config, load_tokenizer, max_model_length
 from tf_finetune.optimizer import build_optimizer
 from tf_finetune.outputs import read_json, save_pretrained_atomic, write_json
@@ -354,12 +354,14 @@ def _resume_state(config: TrainConfig, checkpoint_dir: str) -> RunState:
 
 
 def _remove_previous_run(output_dir: str) -> None:
-    """Remove what an earlier run left in output_dir (checkpoints, results, predictions, model card)."""
+    """Remove what an earlier run left in output_dir (checkpoints, results, predictions, generations, model card,
+    weights and adapter: a run saved as config + adapter must not find an earlier run's weights beside it)."""
     if not os.path.isdir(output_dir):
         return
-    shutil.rmtree(os.path.join(output_dir, CHECKPOINT_DIR), ignore_errors=True)
-    leftovers = ["README.md", "eval_results.json", RESULTS_FILE, "history.json", "history.csv"]
-    leftovers += [name for name in os.listdir(output_dir) if name.startswith("predict_results_")]
+    for folder in (CHECKPOINT_DIR, ADAPTER_DIR):
+        shutil.rmtree(os.path.join(output_dir, folder), ignore_errors=True)
+    leftovers = ["README.md", "eval_results.json", RESULTS_FILE, "history.json", "history.csv", "tf_model.h5"]
+    leftovers += [name for name in os.listdir(output_dir) if name.startswith(("predict_results_", "generations_"))]
     for name in leftovers:
         if os.path.exists(os.path.join(output_dir, name)):
             os.remove(os.path.join(output_dir, name))
