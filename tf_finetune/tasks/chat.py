@@ -109,10 +109,10 @@ class ChatTask(CausalLanguageModelingTask):
                            config: "TrainConfig") -> list[tf_keras.callbacks.Callback]:
         if not config.generation_eval or "validation" not in splits:
             return []
-        examples = splits["validation"].examples.sort(INDEX).select(
-            range(min(config.generation_eval, len(splits["validation"]))))
-        return [GenerationSamples(tokenizer, examples[MESSAGES], config.output_dir, config.max_new_tokens,
-                                  config.per_device_eval_batch_size)]
+        examples = splits["validation"].examples  # sorted by length: take the first N of the file
+        first = np.argsort(examples[INDEX], kind="stable")[:config.generation_eval]
+        return [GenerationSamples(tokenizer, examples.select(first)[MESSAGES], config.output_dir,
+                                  config.max_new_tokens, config.per_device_eval_batch_size)]
 
     # The predict command: --max_new_tokens comes with text-generation's flags (clm), which chat extends
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
