@@ -122,11 +122,9 @@ def lora_layers(model: tf_keras.Model) -> list[LoraDense]:
 def merged(model: tf_keras.Model) -> Iterator[tf_keras.Model]:
     """Inside the block the model is a plain transformers model: each adapter added into its base kernel and the
     base Dense back in its place. On leaving, the adapters and the original kernels are restored."""
-    sites = [(parent, attribute, wrapper) for parent, attribute, wrapper in _sites(model, LoraDense)]
+    sites = _sites(model, LoraDense)
     originals = [wrapper.base.kernel.numpy() for _, _, wrapper in sites]
-    for parent, attribute, wrapper in sites:
-        wrapper.base.kernel.assign_add(tf.cast(wrapper.delta(), wrapper.base.kernel.dtype))
-        setattr(parent, attribute, wrapper.base)
+    merge_into_base(model)
     try:
         yield model
     finally:
@@ -146,6 +144,7 @@ def head_modules(model: tf_keras.Model) -> list[str]:
     """The task head: the model's top-level layers with weights, other than the base model and a vocabulary
     projection (a language model's pretrained output layer), by module path."""
     main_layer = getattr(model, model.base_model_prefix, None)
+    main_weights = {id(weight) for weight in main_layer.weights}
     vocab_size = getattr(model.config, "vocab_size", None)
     head = []
     for layer in model._flatten_layers(include_self=False, recursive=False):
@@ -153,7 +152,7 @@ def head_modules(model: tf_keras.Model) -> list[str]:
             continue
         if isinstance(layer, tf_keras.layers.Dense) and layer.units == vocab_size:
             continue
-        own = [weight for weight in layer.weights if not any(weight is w for w in main_layer.weights)]
+        own = [weight for weight in layer.weights if id(weight) not in main_weights]
         if own:
             head.append(_common_path([pytorch_name(weight)[0] for weight in own]))
     return head
