@@ -182,3 +182,19 @@ def test_chat_on_a_model_without_a_causal_lm_head_fails_before_tokenising(tmp_pa
                          train_file=_write_jsonl(tmp_path / "train.jsonl", [{"messages": TURNS}]), do_eval=False)
     with pytest.raises(UserError, match="is a distilbert model, and transformers has no TFAutoModelForCausalLM"):
         FineTuneRun(config)
+
+
+def test_shared_lima_and_gsm8k_become_conversations(shared_data, tiny_mistral, tmp_path):
+    lima = shared_data / "chat" / "lima" / "lima.json"
+    gsm8k = shared_data / "chat" / "gsm8k" / "test.jsonl"
+    if not lima.is_file() or not gsm8k.is_file():
+        pytest.skip(f"the shared chat data is not at {lima.parent.parent}")
+    config = TrainConfig(task="chat", model_name_or_path=str(tiny_mistral), train_file=str(lima), do_eval=False)
+    conversations = CHAT.load_raw_datasets(config)["train"]["messages"]
+    assert len(conversations) == 1029 and sum(len(turns) > 2 for turns in conversations) == 29
+    multi_turn = next(turns for turns in conversations if len(turns) > 2)
+    assert [turn["role"] for turn in multi_turn][:3] == ["user", "assistant", "user"]
+    config = config.replace(train_file=str(gsm8k), text_column=["question", "answer"], max_train_samples=50)
+    splits = CHAT.tokenize(CHAT.load_raw_datasets(config), load_tokenizer(str(tiny_mistral)), config)
+    labelled = _labelled_text(load_tokenizer(str(tiny_mistral)), splits["train"].features, 0)
+    assert "####" in labelled and labelled.endswith("<|im_end|>\n")
