@@ -143,9 +143,10 @@ class ChatTask(CausalLanguageModelingTask):
 
     def predict_lines(self, model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
                       inputs: list[list[dict]], args: argparse.Namespace) -> list[str]:
-        """Each conversation's next assistant answer."""
-        return generate_answers(model, tokenizer, inputs, args.max_new_tokens, args.batch_size,
-                                temperature=args.temperature, top_p=args.top_p)
+        """Each conversation's next assistant answer (an empty one said in words, so every input gets a line)."""
+        answers = generate_answers(model, tokenizer, inputs, args.max_new_tokens, args.batch_size,
+                                   temperature=args.temperature, top_p=args.top_p)
+        return [answer or "(empty answer: the model ended its turn at once)" for answer in answers]
 
 
 class GenerationSamples(tf_keras.callbacks.Callback):
