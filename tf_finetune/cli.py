@@ -10,7 +10,7 @@ import types
 from typing import Callable, Optional, Sequence
 
 from tf_finetune.config import FIELD_FACTS, TrainConfig, load_config_file
-from tf_finetune.errors import UserError
+from tf_finetune.errors import TrainingInterrupted, UserError
 
 logger = logging.getLogger("tf_finetune")
 
@@ -33,6 +33,10 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
             plain.metadata = types.MappingProxyType({key: value for key, value in field.metadata.items()
                                                      if key not in FIELD_FACTS})
             HfArgumentParser._parse_dataclass_field(parser, plain)
+
+        def error(self, message: str) -> None:
+            """A bad flag (or config-file value) is one line, like every other bad input, not the usage text."""
+            raise UserError(f"{message}; see --help.")
 
     parser = ConfigParser(TrainConfig, prog=prog, description=description)
     task_action = next(action for action in parser._actions if action.dest == "task")
@@ -72,13 +76,16 @@ def _value_of(flag: str, args: Sequence[str]) -> Optional[str]:
 
 
 def run_cli(main: Callable[[], int]) -> int:
-    """Run a command: UserErrors become one line on stderr and exit code 2, interrupts exit 130."""
+    """Run a command: UserErrors become one line on stderr and exit code 2; SIGTERM / SIGINT exit 143 / 130."""
     logging.basicConfig(format="%(message)s", level=logging.INFO)
     try:
         return main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as interrupted:
+        print(f"interrupted: {interrupted}", file=sys.stderr)
+        return interrupted.exit_code
     except KeyboardInterrupt:
-        print("interrupted: finished epochs are checkpointed; run the same command again to resume.", file=sys.stderr)
+        print("interrupted: the last checkpoint is kept; run the same command again to resume.", file=sys.stderr)
         return 130

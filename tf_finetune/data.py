@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 from typing import Any, Callable, Iterator, Optional
 
 import datasets
@@ -13,7 +15,7 @@ from tf_finetune.hub import hub_reachable
 _BUILDERS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t", "quoting": csv.QUOTE_NONE}),
              ".json": ("json", {}), ".jsonl": ("json", {}), ".parquet": ("parquet", {}), ".txt": ("text", {})}
 
-datasets.logging.set_verbosity_error()
+datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a file it cannot read is reported as one UserError
 datasets.disable_progress_bars()
 
 
@@ -42,8 +44,7 @@ def load_split(builder: str, split: str, path: str, **options: Any) -> datasets.
     except Exception as error:  # noqa: BLE001 - any parse failure is a problem with the user's file
         if "corresponds to no data" in str(error):  # datasets' words for a file with a header and no rows
             raise _no_examples(split, path) from error
-        detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
-        raise UserError(f"could not read {split} file {path}: {detail}") from error
+        raise _unreadable(split, path, builder, error) from error
     if len(dataset) == 0:
         raise _no_examples(split, path)
     return dataset
@@ -68,6 +69,47 @@ def load_generated(generator: Callable[..., Iterator[dict[str, Any]]], path: str
         if "corresponds to no data" not in str(error):
             raise
         raise _no_examples(split, path) from None
+
+
+def _unreadable(split: str, path: str, builder: str, error: Exception) -> UserError:
+    """The error for a file a builder cannot parse, naming the line at fault where it can be found."""
+    not_utf8 = _first_non_utf8(path)
+    if not_utf8 is not None:
+        return UserError(f"{split} file {path} is not UTF-8 text (byte {not_utf8[1]:#04x} on line {not_utf8[0]}); "
+                         "re-save it as UTF-8.")
+    causes, cause = [], error
+    while cause is not None:  # datasets wraps the parser's error
+        causes.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", " ".join(causes))
+    if fields:
+        expected, line, seen = fields.groups()
+        return UserError(f"{split} file {path}: line {line} has {seen} fields where the header has {expected}; "
+                         "fix that row (quote texts that hold the separator).")
+    if path.lower().endswith(".jsonl"):
+        for number, line in enumerate(_lines(path), start=1):
+            try:
+                json.loads(line) if line.strip() else None
+            except ValueError:
+                return UserError(f"{split} file {path} line {number} is not valid JSON; fix or remove it.")
+    detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return UserError(f"could not read {split} file {path}: {detail}")
+
+
+def _first_non_utf8(path: str) -> Optional[tuple[int, int]]:
+    """(line, byte) of the first byte sequence that is not UTF-8, or None."""
+    with open(path, "rb") as file:
+        for number, line in enumerate(file, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                return number, line[error.start]
+    return None
+
+
+def _lines(path: str) -> Iterator[str]:
+    with open(path, encoding="utf-8") as file:
+        yield from file
 
 
 def _no_examples(split: str, path: str) -> UserError:

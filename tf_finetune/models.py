@@ -66,6 +66,10 @@ def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig
     except ValueError as error:  # e.g. a classifier head trained for another number of labels
         raise UserError(f"cannot load the weights of {name_or_path} into {auto_class_name}: "
                         f"{str(error).strip().splitlines()[0]}; start from a checkpoint without that head.") from error
+    except Exception as error:  # noqa: BLE001 - h5py or safetensors failing on a file cut short or damaged
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise UserError(f"{name_or_path}: {os.path.basename(weights)} is damaged or incomplete ({detail}); "
+                        "save or download the model again.") from error
 
 
 def check_auto_class(auto_class_name: str, name_or_path: str, config: PretrainedConfig) -> Any:
@@ -75,6 +79,21 @@ def check_auto_class(auto_class_name: str, name_or_path: str, config: Pretrained
         raise UserError(f"{name_or_path} is a {config.model_type} model, and transformers has no "
                         f"{auto_class_name} for that type; pick a model that has one or another task.")
     return auto_class
+
+
+def check_model_fits(name_or_path: str, config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase,
+                     builds_saved_head: bool) -> None:
+    """Raise a UserError for a tokenizer larger than the model's embeddings, or a trained head (`builds_saved_head`:
+    the checkpoint's architecture is the task's) for another number of labels than the data has."""
+    vocab_size = getattr(config, "vocab_size", None)
+    if vocab_size and len(tokenizer) > vocab_size:
+        raise UserError(f"the tokenizer has {len(tokenizer)} tokens, more than the model's {vocab_size} embeddings: "
+                        f"it is not {name_or_path}'s tokenizer; pass the matching one with --tokenizer_name.")
+    saved = load_model_config(name_or_path)
+    if builds_saved_head and saved.num_labels != config.num_labels:
+        raise UserError(f"{name_or_path} has a classification head for {saved.num_labels} labels and the data has "
+                        f"{config.num_labels}; start from its base model (a checkpoint without that head) or fix the "
+                        "labels.")
 
 
 def cache_only(name_or_path: str) -> bool:
@@ -141,7 +160,11 @@ def _safetensors_format(path: str) -> str:
     """The `format` a safetensors file declares ("pt", "tf", ...); "pt" when it says nothing."""
     with open(path, "rb") as file:
         header_length = int.from_bytes(file.read(8), "little")
-        header = json.loads(file.read(header_length))
+        try:
+            header = json.loads(file.read(header_length))
+        except ValueError as error:
+            raise UserError(f"{path} is damaged or incomplete (its header is not readable); save or download the "
+                            "model again.") from error
     return header.get("__metadata__", {}).get("format", "pt")
 
 

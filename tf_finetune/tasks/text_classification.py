@@ -46,6 +46,9 @@ class TextClassificationTask(SequenceClassificationTask):
             if split != "test":
                 require_columns(dataset, [config.label_column], split, "--label_column")
         raw = datasets.DatasetDict({split: self._select(d, columns, config.label_column) for split, d in raw.items()})
+        for split, dataset in raw.items():
+            if split != "test":
+                _check_label_values(dataset, split)
         if raw["train"].features[LABEL].dtype in ("float32", "float64"):
             return datasets.DatasetDict({split: d.cast_column(LABEL, datasets.Value("float32"))
                                          if LABEL in d.column_names else d for split, d in raw.items()})
@@ -80,6 +83,17 @@ class TextClassificationTask(SequenceClassificationTask):
             dataset = dataset.rename_column(label_column, LABEL)
         keep = [*columns, LABEL]
         return dataset.remove_columns([c for c in dataset.column_names if c not in keep])
+
+
+def _check_label_values(dataset: datasets.Dataset, split: str) -> None:
+    """Raise a UserError naming the first row whose label is blank, NaN or infinite (a blank cell would otherwise
+    turn a column of numbers into text classes, and a NaN would train regression to NaN)."""
+    for row, value in enumerate(dataset[LABEL], start=1):
+        text = str(value).strip().lower() if value is not None else ""
+        if text in ("", "nan", "inf", "-inf", "+inf", "infinity", "-infinity"):
+            shown = "blank" if not text else text
+            raise UserError(f"{split} data: the label is {shown} in row {row} (counting data rows from 1); fill in a "
+                            "value or remove the row.")
 
 
 register_task(TextClassificationTask())
