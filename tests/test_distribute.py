@@ -129,7 +129,7 @@ def test_lora_on_two_mirrored_cpus_with_accumulation_matches_one_device(bert_wit
                             TF_FINETUNE_LOGICAL_CPUS="2"))
     assert "2 replicas" in output and "Trainable parameters:" in output
     adapters = [load_file(str(run / "adapter" / "adapter_model.safetensors")) for run in (one, two)]
-    assert max(float(np.abs(value).max()) for name, value in adapters[0].items() if "lora_B" in name) > 1e-3
+    assert max(float(np.abs(value).max()) for name, value in adapters[0].items() if "lora_B" in name) > 100 * TOLERANCE
     assert largest_difference(*adapters) < TOLERANCE
     assert largest_difference(saved_weights(two), saved_weights(one)) < TOLERANCE
 

@@ -12,7 +12,7 @@ import tf_keras
 from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
 from conftest import sentiment_rows, write_csv, write_sentiment_files
-from tf_finetune.callbacks import RunState
+from tf_finetune.checkpoints import RunState, latest_checkpoint, read_checkpoint_state
 from tf_finetune.config import TrainConfig
 from tf_finetune.errors import UserError
 from tf_finetune.training import FineTuneRun, train
@@ -24,6 +24,11 @@ def config(tiny_bert, tmp_path) -> TrainConfig:
     return TrainConfig(task="text-classification", model_name_or_path=str(tiny_bert), train_file=paths["train"],
                        validation_file=paths["valid"], output_dir=str(tmp_path / "out"), num_train_epochs=3,
                        per_device_train_batch_size=8, learning_rate=3e-3, verbose=0)
+
+
+def latest_state(output_dir: str) -> RunState:
+    """The run state in the newest valid checkpoint of a run."""
+    return read_checkpoint_state(latest_checkpoint(os.path.join(output_dir, "checkpoint")))
 
 
 class CrashAfterEpoch(tf_keras.callbacks.Callback):
@@ -69,14 +74,14 @@ def test_best_epoch_is_restored_before_saving(config):
 def test_early_stopping(config):
     results = train(config.replace(num_train_epochs=5, metric_for_best_model="eval_loss", greater_is_better=True,
                                    early_stopping_patience=1))
-    state = RunState.load(f"{config.output_dir}/checkpoint")
+    state = latest_state(config.output_dir)
     assert state.stopped_early and results["epoch"] == state.epoch < 5
 
 
 def test_resumes_after_a_crash_without_repeating_epochs(config, caplog):
     with pytest.raises(KeyboardInterrupt):
         train(config, extra_callbacks=[CrashAfterEpoch(2)])
-    assert RunState.load(f"{config.output_dir}/checkpoint").epoch == 2
+    assert latest_state(config.output_dir).epoch == 2
     caplog.set_level(logging.INFO)
     epochs_run = []
 
@@ -86,7 +91,7 @@ def test_resumes_after_a_crash_without_repeating_epochs(config, caplog):
 
     results = train(config, extra_callbacks=[CountEpochs()])
     assert epochs_run == [3] and results["epoch"] == 3
-    assert "Resuming from epoch 2 of 3" in caplog.text
+    assert "checkpoint-32: epoch 3 of 3, 0 of its 16 steps done" in caplog.text
     history = json.loads(open(f"{config.output_dir}/history.json").read())
     assert [row["epoch"] for row in history] == [1, 2, 3]
 
@@ -201,6 +206,6 @@ def test_resuming_with_other_settings_is_refused(config):
 
 def test_only_the_best_epochs_weights_are_kept(config):
     train(config)
-    state = RunState.load(f"{config.output_dir}/checkpoint")
+    state = latest_state(config.output_dir)
     kept = sorted(p.name for p in Path(config.output_dir, "checkpoint").glob("best_model-epoch*.h5"))
     assert kept == [state.best_weights_file] == [f"best_model-epoch{state.best_epoch}.h5"]

@@ -50,10 +50,13 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, window: int, se
 
 def length_grouped_dataset(features: "Dataset", collate_fn: Callable[[list[dict]], dict], label_names: list[str],
                            batch_size: int, window: int, seed: int, drop_remainder: bool,
-                           first_epoch: Callable[[], int]) -> tf.data.Dataset:
+                           first_epoch: Callable[[], int], skip_batches: int = 0) -> tf.data.Dataset:
     """Training batches of `features` (model columns only), length-grouped anew every time the dataset is iterated:
     the n-th iteration is epoch first_epoch() + n - 1. Elements are (inputs, labels) as prepare_tf_dataset makes them
-    (`label_names`: the model's label columns); its cardinality is the number of batches of one epoch."""
+    (`label_names`: the model's label columns); its cardinality is the number of batches of one epoch.
+
+    `skip_batches`: the dataset is the rest of one resumed epoch, without its first skip_batches batches (never
+    collated); its cardinality is what is left."""
     lengths = example_lengths(features)
     epochs = itertools.count()
     label_names = [name for name in label_names if name in features.column_names]
@@ -71,13 +74,14 @@ def length_grouped_dataset(features: "Dataset", collate_fn: Callable[[list[dict]
 
     def batches() -> Iterator:
         epoch = first_epoch() + next(epochs)
-        for indices in length_grouped_batches(lengths, batch_size, window, seed, epoch):
-            if len(indices) == batch_size or not drop_remainder:
+        for number, indices in enumerate(length_grouped_batches(lengths, batch_size, window, seed, epoch)):
+            if number >= skip_batches and (len(indices) == batch_size or not drop_remainder):
+                np.random.seed([seed, epoch, number])  # a collator's random choices (masks) depend on the batch only
                 yield split(collate(indices))
 
     sample = split(collate(np.arange(min(batch_size, len(features)))))
     signature = tf.nest.map_structure(lambda value: tf.TensorSpec((None,) * np.ndim(value), tf.as_dtype(value.dtype)),
                                       sample)
-    steps = len(features) // batch_size if drop_remainder else -(-len(features) // batch_size)
+    steps = (len(features) // batch_size if drop_remainder else -(-len(features) // batch_size)) - skip_batches
     dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)

@@ -1,5 +1,5 @@
 """Keras (tf-keras) callbacks of a run, in their order:
-metrics -> best model / early stop -> history -> checkpoint -> Hub push.
+metrics -> best model / early stop -> history -> the task's own -> divergence guard -> checkpoint -> Hub push.
 
 Each callback reads what the earlier ones wrote into `logs` and into the shared `RunState`, which is what a
 resumed run starts from.
@@ -12,47 +12,24 @@ import io
 import logging
 import math
 import os
-from dataclasses import asdict, dataclass, field
+import signal
+import threading
 from typing import Any, Callable, Optional
 
 import tensorflow as tf
 import tf_keras
 
-from tf_finetune.errors import UserError
-from tf_finetune.outputs import read_json, write_atomic, write_json, write_text
+from tf_finetune.checkpoints import RunState, prune_checkpoints, write_checkpoint
+from tf_finetune.errors import SIGNAL_EXIT_CODES, TrainingInterrupted, UserError
+from tf_finetune.outputs import write_atomic, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.json"
 # Legacy HDF5 weights (by layer name), not tf-keras' `.weights.h5` format: that one also stores the metrics' state,
 # and loading it into a model with several replicas fails (on-read variables cannot take an h5py dataset).
 # One file per best epoch (best_model-epoch3.h5): the run state names the current one, so a kill between saving the
 # weights and saving the state never leaves weights that the state does not describe.
 BEST_WEIGHTS_PATTERN = "best_model-epoch{epoch}.h5"
-
-
-@dataclass
-class RunState:
-    """Progress of a run, saved with every checkpoint: finished epochs, their logs, and the best epoch so far."""
-
-    epoch: int = 0
-    history: list[dict[str, float]] = field(default_factory=list)
-    best_metric: Optional[float] = None
-    best_epoch: Optional[int] = None
-    epochs_without_improvement: int = 0
-    stopped_early: bool = False
-    checkpoint_path: Optional[str] = None
-    best_weights_file: Optional[str] = None
-
-    def save(self, checkpoint_dir: str) -> None:
-        """Write the state atomically into checkpoint_dir."""
-        write_json(os.path.join(checkpoint_dir, STATE_FILE), asdict(self))
-
-    @classmethod
-    def load(cls, checkpoint_dir: str) -> Optional["RunState"]:
-        """The saved state, or None when the folder holds none."""
-        path = os.path.join(checkpoint_dir, STATE_FILE)
-        return cls(**read_json(path)) if os.path.isfile(path) else None
 
 
 class EvaluationCallback(tf_keras.callbacks.Callback):
@@ -126,21 +103,98 @@ class HistoryCallback(tf_keras.callbacks.Callback):
 
 
 class CheckpointCallback(tf_keras.callbacks.Callback):
-    """Saves model and optimizer after every epoch (tf.train.CheckpointManager) and then the run state."""
+    """Counts epochs and optimizer steps into the run state and, with `save`, writes checkpoints (see
+    tf_finetune.checkpoints): after every epoch, every `save_steps` steps when given, and, with `save_on_signal`, when
+    SIGTERM or SIGINT arrives (the step in progress finishes, a checkpoint is written, then TrainingInterrupted stops
+    the run). Keeps the newest `total_limit` checkpoints. `batch_offset`: batches of the first epoch trained before
+    (a resumed epoch)."""
 
-    def __init__(self, state: RunState, checkpoint_dir: str, checkpoint: tf.train.Checkpoint):
+    def __init__(self, state: RunState, checkpoint_dir: str, checkpoint: tf.train.Checkpoint, save: bool,
+                 save_steps: Optional[int], total_limit: Optional[int], save_on_signal: bool, batch_offset: int = 0):
         super().__init__()
-        self.state = state
-        self.checkpoint_dir = checkpoint_dir
-        self.manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=2)
+        self.state, self.checkpoint_dir, self.checkpoint = state, checkpoint_dir, checkpoint
+        self.save_epochs, self.save_steps, self.total_limit = save, save_steps, total_limit
+        self.save_on_signal = save and save_on_signal
+        self.batch_offset = batch_offset
+        self.signal: Optional[int] = None
+        self._handlers: dict[int, Any] = {}
+
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        if self.save_on_signal and threading.current_thread() is threading.main_thread():
+            self._handlers = {signum: signal.signal(signum, self._on_signal) for signum in SIGNAL_EXIT_CODES}
+
+    def on_train_end(self, logs: Optional[dict] = None) -> None:
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, handler)
+        self._handlers = {}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+        signal.signal(signum, self._handlers.get(signum, signal.SIG_DFL))  # a second signal stops at once
+        logger.warning("%s: finishing the current step and writing a checkpoint (send it again to stop at once).",
+                       signal.Signals(signum).name)
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        if self.batch_offset and self.state.metric_values:  # a resumed epoch: its running means go on as they were
+            for variable, value in zip(_metric_variables(self.model), self.state.metric_values):
+                variable.assign(value)
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+        self.state.global_step += 1
+        self.state.step_in_epoch = self.batch_offset + batch + 1
+        if batch + 1 == self.params.get("steps"):
+            return  # the epoch's last step: the epoch's end (evaluation, then a checkpoint) comes next
+        if self.save_steps and self.state.global_step % self.save_steps == 0:
+            self.save()
+        if self.signal is not None:
+            path = self.state.checkpoint_path if self._saved_now() else self.save()
+            raise TrainingInterrupted(self.signal, path)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
-        self.state.epoch = epoch + 1
-        self.state.checkpoint_path = self.manager.save(checkpoint_number=epoch + 1)
-        self.state.save(self.checkpoint_dir)
+        self.state.epoch, self.state.step_in_epoch, self.batch_offset = epoch + 1, 0, 0
+        if not self.save_epochs:
+            return
+        self.save()
         for stale in glob.glob(os.path.join(self.checkpoint_dir, BEST_WEIGHTS_PATTERN.format(epoch="*"))):
             if os.path.basename(stale) != self.state.best_weights_file:
                 os.remove(stale)
+        if self.signal is not None:
+            raise TrainingInterrupted(self.signal, self.state.checkpoint_path)
+
+    def save(self) -> str:
+        """Write a checkpoint of the current state and prune old ones; returns its folder. Weights that are no longer
+        finite (a NaN gradient at this step) are never saved: the run stops, naming the last good checkpoint."""
+        if not all(bool(tf.reduce_all(tf.math.is_finite(weight))) for weight in self.model.trainable_weights):
+            raise UserError(f"the weights became NaN or infinite at step {self.state.global_step} (a NaN or infinite "
+                            f"gradient); training stopped. The last good checkpoint is "
+                            f"{self.state.checkpoint_path or 'none yet'}: lower --learning_rate (or raise "
+                            "--warmup_steps, check --max_grad_norm) and run again.")
+        self.state.metric_values = [variable.numpy().tolist() for variable in _metric_variables(self.model)]
+        self.state.checkpoint_path = write_checkpoint(self.checkpoint_dir, self.checkpoint, self.state)
+        prune_checkpoints(self.checkpoint_dir, self.total_limit)
+        return self.state.checkpoint_path
+
+    def _saved_now(self) -> bool:
+        return bool(self.state.checkpoint_path) and self.state.checkpoint_path.endswith(
+            f"checkpoint-{self.state.global_step}")
+
+
+class DivergenceGuard(tf_keras.callbacks.Callback):
+    """Stops training at the first step whose loss is NaN or infinite (a NaN gradient makes the next loss NaN),
+    naming the step and the last checkpoint, which holds finite weights and is kept."""
+
+    def __init__(self, state: RunState):
+        super().__init__()
+        self.state = state
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            last = self.state.checkpoint_path or "none yet"
+            step = self.state.global_step + 1  # the checkpoint callback, after this one, counts the step
+            raise UserError(f"the training loss became {float(loss)} at step {step} (epoch "
+                            f"{self.state.epoch + 1}); training stopped. The last good checkpoint is {last}: lower "
+                            "--learning_rate (or raise --warmup_steps, check --max_grad_norm) and run again.")
 
 
 def restore_best_weights(model: tf_keras.Model, weights_dir: str, state: RunState) -> bool:
@@ -163,6 +217,10 @@ class HubPushCallback(tf_keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         self.save()
         self.uploader.push(f"Training in progress, epoch {epoch + 1}")
+
+
+def _metric_variables(model: tf_keras.Model) -> list[tf.Variable]:
+    return [variable for metric in model.metrics for variable in metric.variables]
 
 
 def write_history(output_dir: str, history: list[dict[str, Any]]) -> None:

@@ -171,6 +171,22 @@ class TrainConfig:
     verbose: int = _arg(1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
                         changes_training=False, tunable=False)
 
+    # Checkpoints and faults
+    save_strategy: str = _arg("epoch", "When to write a checkpoint: after every epoch, also every --save_steps "
+                              "optimizer steps (steps), or never (no: a killed run cannot resume).",
+                              choices=["epoch", "steps", "no"], changes_training=False, tunable=False)
+    save_steps: int = _arg(500, "With --save_strategy steps: optimizer steps between checkpoints.",
+                           changes_training=False, tunable=False)
+    save_total_limit: Optional[int] = _arg(2, "Checkpoints kept (the newest); None keeps them all.",
+                                           changes_training=False, tunable=False)
+    resume_from_checkpoint: Optional[str] = _arg(None, "A checkpoint folder (output_dir/checkpoint/checkpoint-N) to "
+                                                 "resume from, instead of the newest valid one.",
+                                                 changes_training=False, tunable=False)
+    save_on_signal: bool = _arg(True, "On SIGTERM or SIGINT (preemption, Ctrl-C): finish the current step, write a "
+                                "checkpoint and exit (143 / 130).", changes_training=False, tunable=False)
+    check_disk_space: bool = _arg(True, "Before training, check that output_dir is writable and has free space for "
+                                  "at least twice the model's size.", changes_training=False, tunable=False)
+
     # Hub
     push_to_hub: bool = _arg(False, "Upload the model, results and a model card to the Hub.",
                              changes_training=False, tunable=False)
@@ -219,7 +235,7 @@ class TrainConfig:
         self._check_choices()
         for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "max_seq_length", "gradient_accumulation_steps", "block_size", "max_trials", "doc_stride",
-                     "max_answer_length", "n_best_size", "length_grouping_window", "max_new_tokens"):
+                     "max_answer_length", "n_best_size", "length_grouping_window", "max_new_tokens", "save_steps"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be a positive number, got {getattr(self, name)}.")
         if self.max_grad_norm < 0:
@@ -238,7 +254,7 @@ class TrainConfig:
         if self.adam_epsilon <= 0:
             raise UserError(f"--adam_epsilon must be positive, got {self.adam_epsilon}.")
         for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "early_stopping_patience",
-                     "pad_to_multiple_of", "preprocessing_num_workers"):
+                     "pad_to_multiple_of", "preprocessing_num_workers", "save_total_limit"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise UserError(f"--{name} must be a positive number, got {value}.")

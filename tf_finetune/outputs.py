@@ -7,6 +7,8 @@ import shutil
 import tempfile
 from typing import Any, Callable
 
+from tf_finetune.errors import UserError
+
 
 
 def _read_umask() -> int:
@@ -30,6 +32,34 @@ def write_atomic(path: str, write: Callable[[str], None]) -> None:
     finally:
         if os.path.exists(temp_path):
             os.remove(temp_path)
+
+
+def check_output_dir(path: str) -> None:
+    """Raise a UserError, leaving nothing behind, when output_dir cannot be written: a file, or a folder (or the
+    nearest existing parent of a new one) where a file cannot be created."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"--output_dir {path} is a file, not a folder; pass a folder path.")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    try:  # a real write: permissions alone miss read-only file systems and root's rights
+        with tempfile.TemporaryFile(dir=existing, prefix=".tmp-write-check-"):
+            pass
+    except OSError as error:
+        raise UserError(f"--output_dir {path} is not writable ({existing}: {error.strerror}); pass a folder you can "
+                        "write to.") from error
+
+
+def check_free_space(path: str, needed: int) -> None:
+    """Raise a UserError when the disk holding `path` has less than `needed` bytes free."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise UserError(f"only {free / 1e9:.2f} GB free where --output_dir {path} is, and the checkpoints need "
+                        f"about {needed / 1e9:.2f} GB (twice the model and its optimizer state); free space, pick "
+                        "another --output_dir, or pass --check_disk_space false.")
 
 
 def write_text(path: str, text: str) -> None:

@@ -1,6 +1,7 @@
 """The Python API: `FineTuneRun` builds a run step by step (for notebooks); `train` does the whole job."""
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import math
@@ -18,9 +19,10 @@ from transformers.modeling_tf_utils import find_labels
 
 from tf_finetune.accumulation import accumulate_gradients
 from tf_finetune.batching import example_lengths, length_grouped_dataset
-from tf_finetune.callbacks import (BestModelCallback, CheckpointCallback, EvaluationCallback,
-                                   HistoryCallback, HubPushCallback, RunState,
-                                   restore_best_weights)
+from tf_finetune.callbacks import (BestModelCallback, CheckpointCallback, DivergenceGuard, EvaluationCallback,
+                                   HistoryCallback, HubPushCallback, restore_best_weights)
+from tf_finetune.checkpoints import (RunState, dropout_generators, latest_checkpoint, read_checkpoint_state,
+                                     restore_checkpoint)
 from tf_finetune.config import TrainConfig, field_fact
 from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_shapes, pad_multiple, precision_policy,
                                     resolve_strategy, static_shape_dataset, use_xla, with_input_options,
@@ -29,9 +31,11 @@ from tf_finetune.errors import UserError
 from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
 from tf_finetune.lora import add_lora, merged, parameter_counts, settings_for
 from tf_finetune.lora_files import ADAPTER_DIR, LoraAdapter
-from tf_finetune.models import check_auto_class, load_model, load_model_config, load_tokenizer, max_model_length
+from tf_finetune.models import (check_auto_class, check_model_fits, load_model, load_model_config, load_tokenizer,
+                                max_model_length)
 from tf_finetune.optimizer import build_optimizer
-from tf_finetune.outputs import read_json, save_pretrained_atomic, write_json
+from tf_finetune.outputs import (check_free_space, check_output_dir, read_json, save_pretrained_atomic,
+                                 write_json)
 from tf_finetune.tasks import get_task
 from tf_finetune.tasks.base import Task, TaskSplit, lower_is_better
 
@@ -52,8 +56,13 @@ class FineTuneRun:
     """
 
     def __init__(self, config: TrainConfig, strategy: Optional[tf.distribute.Strategy] = None):
-        """`self.config` is `config` with XLA and padding settled for the strategy (see tf_finetune.distribute)."""
+        """`self.config` is `config` with XLA and padding settled for the strategy (see tf_finetune.distribute).
+
+        Building a run clears tf-keras' global session first: a notebook that builds run after run keeps the memory
+        of one (earlier runs' models still work, they only lose Keras' cached graph state)."""
         config.validate()
+        tf_keras.backend.clear_session()
+        gc.collect()
         self.config = config
         self.task = get_task(config.task)
         self.strategy = strategy or tf.distribute.get_strategy()
@@ -62,6 +71,8 @@ class FineTuneRun:
         self.model_config = load_model_config(config.model_name_or_path,
                                               **self.task.model_config_kwargs(raw_datasets, config))
         check_auto_class(self.task.auto_model_class, config.model_name_or_path, self.model_config)
+        check_model_fits(config.model_name_or_path, self.model_config, self.tokenizer, any(
+            self.task.builds_architecture(name) for name in self.model_config.architectures or []))
         limit = max_model_length(self.model_config, self.tokenizer)
         if config.max_seq_length > limit:
             raise UserError(f"--max_seq_length {config.max_seq_length} is more than {config.model_name_or_path} "
@@ -74,9 +85,13 @@ class FineTuneRun:
         if "validation" in self.splits:  # longest first: batches padded little, and a memory error shows at once
             self.splits["validation"], _ = sorted_by_length(self.splits["validation"],
                                                             self.task.one_feature_per_example)
+        # Dropout draws from a tf.random.Generator per layer, whose state is a variable that checkpoints save: a
+        # resumed run drops the units the uninterrupted one would have (legacy stateful ops restart their streams).
+        tf_keras.backend.experimental.enable_tf_random_generator()
         tf_keras.utils.set_random_seed(config.seed)
         with self.strategy.scope(), precision_policy(config.mixed_precision):
             self.model = load_model(self.task.auto_model_class, config.model_name_or_path, self.model_config)
+            self.dropout_generators = dropout_generators(self.model)
             self.lora = settings_for(config, self.model) if config.lora_rank else None
             if self.lora:
                 adapted = add_lora(self.model, self.lora)
@@ -113,12 +128,14 @@ class FineTuneRun:
         """A split's features as batched `tf.data` (see `batches`)."""
         return self.batches(self.splits[split].features, training)
 
-    def batches(self, features: Dataset, training: bool) -> tf.data.Dataset:
+    def batches(self, features: Dataset, training: bool, skip_batches: int = 0) -> tf.data.Dataset:
         """Features as batched `tf.data`, collated by the task (dynamic padding; fixed shapes from tensors on TPUs),
-        sharded by element across workers. A training batch holds every micro-batch of one optimizer step.
+        sharded by element across workers. A training batch holds every micro-batch of one optimizer step. Training
+        batches are in an order fixed by (seed, epoch): length-grouped, or random with --group_by_length false.
 
         Only the columns the model takes (its inputs and labels) reach the collator: the task's bookkeeping columns
-        (example ids, offsets, ...) stay behind in the split's features.
+        (example ids, offsets, ...) stay behind in the split's features. `skip_batches`: training batches of one
+        resumed epoch, without the first ones (see length_grouped_dataset).
         """
         batch_size = (self.global_train_batch_size if training
                       else self.config.per_device_eval_batch_size * self.strategy.num_replicas_in_sync)
@@ -127,15 +144,16 @@ class FineTuneRun:
         if needs_static_shapes(self.strategy):
             dataset = static_shape_dataset(self.model, features, collate_fn, batch_size, shuffle=training,
                                            drop_remainder=training, seed=self.config.seed)
-        elif training and self.config.group_by_length:
+        elif training:
             # A smaller last batch cannot be split into micro-batches, nor always over several replicas.
             uneven_ok = self.config.gradient_accumulation_steps == 1 and self.strategy.num_replicas_in_sync == 1
+            window = self.config.length_grouping_window if self.config.group_by_length else 1  # 1: random batches
             dataset = length_grouped_dataset(features, collate_fn, find_labels(type(self.model)), batch_size,
-                                             self.config.length_grouping_window, self.config.seed,
-                                             drop_remainder=not uneven_ok, first_epoch=lambda: self.first_epoch)
+                                             window, self.config.seed, drop_remainder=not uneven_ok,
+                                             first_epoch=lambda: self.first_epoch, skip_batches=skip_batches)
         else:
-            dataset = self.model.prepare_tf_dataset(features, batch_size=batch_size, shuffle=training,
-                                                    collate_fn=collate_fn, drop_remainder=training)
+            dataset = self.model.prepare_tf_dataset(features, batch_size=batch_size, shuffle=False,
+                                                    collate_fn=collate_fn)
         return with_input_options(dataset)
 
     def compile(self) -> None:
@@ -149,9 +167,11 @@ class FineTuneRun:
             optimizer = with_loss_scaling(optimizer, self.config.mixed_precision)
             self.model.compile(optimizer=optimizer, jit_compile=self.config.jit_compile)
 
-    def callbacks(self, state: Optional[RunState] = None,
-                  checkpoint: bool = False) -> list[tf_keras.callbacks.Callback]:
-        """The run's callbacks in order: metrics, best model / early stop, history, the task's own, checkpoint."""
+    def callbacks(self, state: Optional[RunState] = None, checkpoint: bool = False, batch_offset: int = 0,
+                  restore_best: bool = True) -> list[tf_keras.callbacks.Callback]:
+        """The run's callbacks in order: metrics, best model / early stop, history, the task's own, divergence guard,
+        checkpoints (with `checkpoint`, as --save_strategy says; `batch_offset`: batches of a resumed epoch trained
+        before). `restore_best` false: the best weights are not put back when this fit ends (more training follows)."""
         state = state or RunState()
         output_dir = self.config.output_dir
         callbacks: list[tf_keras.callbacks.Callback] = []
@@ -159,13 +179,24 @@ class FineTuneRun:
             callbacks.append(EvaluationCallback(self.evaluate))
             callbacks.append(BestModelCallback(
                 state, self.monitor, self.greater_is_better, os.path.join(output_dir, CHECKPOINT_DIR),
-                patience=self.config.early_stopping_patience, restore=self.config.load_best_model_at_end))
+                patience=self.config.early_stopping_patience,
+                restore=self.config.load_best_model_at_end and restore_best))
         callbacks.append(HistoryCallback(state, output_dir))
         callbacks += self.task.training_callbacks(self.tokenizer, self.splits, self.config)
+        callbacks.append(DivergenceGuard(state))
         if checkpoint:
-            ckpt = tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer)
-            callbacks.append(CheckpointCallback(state, os.path.join(output_dir, CHECKPOINT_DIR), ckpt))
+            callbacks.append(CheckpointCallback(
+                state, os.path.join(output_dir, CHECKPOINT_DIR), self.checkpoint(),
+                save=self.config.save_strategy != "no",
+                save_steps=self.config.save_steps if self.config.save_strategy == "steps" else None,
+                total_limit=self.config.save_total_limit, save_on_signal=self.config.save_on_signal,
+                batch_offset=batch_offset))
         return callbacks
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        """What a checkpoint holds of TensorFlow's state: model, optimizer, and the global and dropout generators."""
+        return tf.train.Checkpoint(model=self.model, optimizer=self.model.optimizer,
+                                   generator=tf.random.get_global_generator(), dropout=self.dropout_generators)
 
     def evaluate(self) -> dict[str, float]:
         """The task's validation results (`eval_*` keys)."""
@@ -271,8 +302,19 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     """`train` on this worker, writing into config.output_dir."""
     output_dir = config.output_dir
     checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
+    check_output_dir(output_dir)
     state = _resume_state(config, checkpoint_dir)
     run = FineTuneRun(config, strategy)  # checks the data and the model before anything is removed or created
+    if config.check_disk_space and config.do_train:
+        weights = sum(int(np.prod(w.shape)) * w.dtype.size for w in run.model.weights)
+        optimizer_state = 2 * sum(int(np.prod(w.shape)) * w.dtype.size for w in run.model.trainable_weights)
+        check_free_space(output_dir, 2 * (weights + optimizer_state))
+    if config.do_train:
+        run.compile()
+        if state.checkpoint_path:  # before anything is written: a checkpoint of another model fails here
+            restore_checkpoint(run.checkpoint(), state)
+            logger.info("Resuming from %s: epoch %d of %d, %d of its %d steps done.", state.checkpoint_path,
+                        state.epoch + 1, config.num_train_epochs, state.step_in_epoch, run.steps_per_epoch)
     if config.overwrite_output_dir:
         _remove_previous_run(output_dir)
     uploader = _hub_uploader(config) if config.push_to_hub else None
@@ -280,20 +322,13 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     write_json(os.path.join(output_dir, "run_config.json"), config.to_dict())
     results: dict[str, Any] = {}
     if config.do_train:
-        run.compile()
-        if state.checkpoint_path:
-            tf.train.Checkpoint(model=run.model, optimizer=run.model.optimizer).restore(state.checkpoint_path)
-            logger.info("Resuming from epoch %d of %d (%s).", state.epoch, config.num_train_epochs, checkpoint_dir)
-        start, start_epoch = time.perf_counter(), state.epoch
+        start, start_step = time.perf_counter(), state.global_step
         if state.epoch < config.num_train_epochs and not state.stopped_early:
-            run.first_epoch = state.epoch
-            run.model.fit(run.train_dataset, epochs=config.num_train_epochs, initial_epoch=state.epoch,
-                          callbacks=[*run.callbacks(state, checkpoint=True), *callbacks, *(extra_callbacks or [])],
-                          verbose=config.verbose)
+            _fit(run, state, callbacks + list(extra_callbacks or []))
         elif config.load_best_model_at_end:
             restore_best_weights(run.model, checkpoint_dir, state)
         runtime = time.perf_counter() - start
-        samples = (state.epoch - start_epoch) * run.steps_per_epoch * run.global_train_batch_size
+        samples = (state.global_step - start_step) * run.global_train_batch_size
         results.update(epoch=state.epoch, train_samples=len(run.splits["train"]), train_runtime=round(runtime, 3),
                        train_samples_per_second=round(samples / runtime, 3) if runtime > 0 and samples else 0.0,
                        trainable_parameters=run.trainable_parameters, total_parameters=run.total_parameters)
@@ -325,6 +360,24 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     return results
 
 
+def _fit(run: FineTuneRun, state: RunState, extra_callbacks: list[tf_keras.callbacks.Callback]) -> None:
+    """Train from the state's position to the last epoch: a resumed epoch first (its remaining batches, in their
+    place in the epoch's order), then the whole epochs."""
+    config = run.config
+    run.first_epoch = state.epoch
+    if state.step_in_epoch:
+        rest = run.batches(run.splits["train"].features, training=True, skip_batches=state.step_in_epoch)
+        callbacks = run.callbacks(state, checkpoint=True, batch_offset=state.step_in_epoch, restore_best=False)
+        run.model.fit(rest, epochs=state.epoch + 1, initial_epoch=state.epoch,
+                      callbacks=[*callbacks, *extra_callbacks], verbose=config.verbose)
+        run.first_epoch = state.epoch
+    if state.epoch < config.num_train_epochs and not state.stopped_early:
+        run.model.fit(run.train_dataset, epochs=config.num_train_epochs, initial_epoch=state.epoch,
+                      callbacks=[*run.callbacks(state, checkpoint=True), *extra_callbacks], verbose=config.verbose)
+    elif config.load_best_model_at_end:  # the resumed epoch was the last one, or stopped the run early
+        restore_best_weights(run.model, os.path.join(config.output_dir, CHECKPOINT_DIR), state)
+
+
 def _hub_uploader(config: TrainConfig) -> HubUploader:
     """Check the token and repository now, so a bad token fails in seconds rather than after training."""
     repo_id = check_push_access(config.hub_model_id, config.output_dir, config.hub_token, config.hub_private_repo)
@@ -339,7 +392,11 @@ def _resume_state(config: TrainConfig, checkpoint_dir: str) -> RunState:
     if os.path.isfile(os.path.join(output_dir, RESULTS_FILE)):
         raise UserError(f"{output_dir} already holds a finished run ({RESULTS_FILE}); pass --overwrite_output_dir "
                         "or another --output_dir.")
-    state = RunState.load(checkpoint_dir)
+    if config.resume_from_checkpoint:
+        state = read_checkpoint_state(config.resume_from_checkpoint)
+    else:
+        folder = latest_checkpoint(checkpoint_dir)
+        state = read_checkpoint_state(folder) if folder else None
     saved_config = os.path.join(output_dir, "run_config.json")
     if state and os.path.isfile(saved_config):
         saved, current = read_json(saved_config), config.to_dict()

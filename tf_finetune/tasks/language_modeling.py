@@ -166,9 +166,10 @@ class MaskedLanguageModelingTask(LanguageModelingTask):
             return padding_collator(tokenizer, config)
         from transformers import DataCollatorForLanguageModeling
 
+        # NumPy's global generator, which the training input reseeds for every batch from (seed, epoch, batch): a
+        # batch's masks depend on nothing else, so a resumed run masks as the uninterrupted one did.
         return DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mlm_probability,
-                                               pad_to_multiple_of=config.pad_to_multiple_of, return_tensors="np",
-                                               seed=config.seed)
+                                               pad_to_multiple_of=config.pad_to_multiple_of, return_tensors="np")
 
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--top_k", type=int, default=5, help="fill-mask: candidate tokens per mask.")
