@@ -12,7 +12,8 @@ import tensorflow as tf
 import tf_keras
 
 from conftest import write_sentiment_files
-from tf_finetune.checkpoints import RunState, latest_checkpoint, read_checkpoint_state, write_checkpoint
+from tf_finetune.checkpoints import (RunState, discard_after, latest_checkpoint, read_checkpoint_state,
+                                     write_checkpoint)
 from tf_finetune.config import TrainConfig
 from tf_finetune.errors import UserError
 from tf_finetune.training import train
@@ -34,6 +35,13 @@ def test_a_checkpoint_with_a_damaged_file_is_skipped_for_the_one_before(tmp_path
     assert "differs from the manifest; using the one before it" in caplog.text
     os.remove(os.path.join(older, "manifest.json"))  # as if the write had stopped before its manifest
     assert latest_checkpoint(str(tmp_path)) is None
+
+
+def test_resuming_from_an_earlier_checkpoint_discards_the_later_ones(tmp_path):
+    for step in (10, 20, 30):
+        write_checkpoint(str(tmp_path), _checkpoint(), RunState(global_step=step))
+    discard_after(str(tmp_path), 20)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-20"]
 
 
 def test_a_full_disk_leaves_the_earlier_checkpoint_intact(tmp_path, monkeypatch):

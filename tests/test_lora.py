@@ -89,6 +89,10 @@ def test_unmerged_output_is_config_and_adapter_and_predicts_like_the_merged_one(
         card = (output_dir / "README.md").read_text()
         assert "Trained with LoRA: rank 2, alpha 8" in card and "lora_rank" in card
     assert outputs[True] == outputs[False]
+    from tf_finetune.models import load_model, load_model_config
+
+    reloaded = load_model("TFAutoModelForSequenceClassification", str(output_dir), load_model_config(str(output_dir)))
+    assert len(reloaded.trainable_weights) == len(reloaded.weights), "a merged adapter leaves a plain, trainable model"
 
 
 def test_adapter_file_uses_pytorch_names_and_shapes(tiny_bert, tmp_path):

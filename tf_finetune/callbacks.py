@@ -124,6 +124,12 @@ class CheckpointCallback(tf_keras.callbacks.Callback):
             self._handlers = {signum: signal.signal(signum, self._on_signal) for signum in SIGNAL_EXIT_CODES}
 
     def on_train_end(self, logs: Optional[dict] = None) -> None:
+        self.restore_signal_handlers()
+        if self.signal is not None:  # it came after the last epoch's checkpoint
+            raise TrainingInterrupted(self.signal, self.state.checkpoint_path)
+
+    def restore_signal_handlers(self) -> None:
+        """Put back the handlers training replaced (fit calls on_train_end only when it ends normally)."""
         for signum, handler in self._handlers.items():
             signal.signal(signum, handler)
         self._handlers = {}
@@ -152,12 +158,12 @@ class CheckpointCallback(tf_keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         self.state.epoch, self.state.step_in_epoch, self.batch_offset = epoch + 1, 0, 0
-        if not self.save_epochs:
-            return
-        self.save()
         for stale in glob.glob(os.path.join(self.checkpoint_dir, BEST_WEIGHTS_PATTERN.format(epoch="*"))):
             if os.path.basename(stale) != self.state.best_weights_file:
                 os.remove(stale)
+        if not self.save_epochs:
+            return
+        self.save()
         if self.signal is not None:
             raise TrainingInterrupted(self.signal, self.state.checkpoint_path)
 

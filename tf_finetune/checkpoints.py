@@ -60,9 +60,10 @@ def write_checkpoint(checkpoint_dir: str, checkpoint: tf.train.Checkpoint, state
     """Write `checkpoint-<global step>` atomically (see the module's docstring); returns its path. A failed write
     (full disk, unwritable folder) leaves earlier checkpoints as they were and raises a one-line UserError."""
     final = os.path.join(checkpoint_dir, f"checkpoint-{state.global_step}")
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(dir=checkpoint_dir, prefix=f".tmp-checkpoint-{state.global_step}-")
+    staging = None
     try:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(dir=checkpoint_dir, prefix=f".tmp-checkpoint-{state.global_step}-")
         checkpoint.write(os.path.join(staging, WEIGHTS_PREFIX))
         state.random_states = _random_states()
         _write_synced(os.path.join(staging, STATE_FILE), json.dumps(asdict(state), indent=2))
@@ -75,7 +76,8 @@ def write_checkpoint(checkpoint_dir: str, checkpoint: tf.train.Checkpoint, state
         os.replace(staging, final)
         _fsync(checkpoint_dir)
     except (OSError, tf.errors.OpError) as error:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
         reason = getattr(error, "strerror", None) or getattr(error, "message", None) or str(error)
         raise UserError(f"{reason.splitlines()[0].lower()} writing checkpoint {final}; the earlier checkpoints "
                         "are intact: free space or fix the folder's permissions, then run the same command again "
@@ -117,12 +119,12 @@ def invalid_reason(folder: str) -> Optional[str]:
     return None
 
 
-def read_checkpoint_state(folder: str) -> RunState:
-    """The RunState saved in a checkpoint folder, its path recorded in it."""
+def read_checkpoint_state(folder: str, checked: bool = False) -> RunState:
+    """The RunState saved in a checkpoint folder, its path recorded in it (`checked`: its manifest was checked)."""
     if not os.path.isdir(folder):
         raise UserError(f"checkpoint {folder} does not exist; pass a folder output_dir/checkpoint/checkpoint-N to "
                         "--resume_from_checkpoint.")
-    problem = invalid_reason(folder)
+    problem = None if checked else invalid_reason(folder)
     if problem:
         raise UserError(f"checkpoint {folder} cannot be used: {problem}; pass another --resume_from_checkpoint.")
     state = RunState(**read_json(os.path.join(folder, STATE_FILE)))
@@ -142,6 +144,14 @@ def restore_checkpoint(checkpoint: tf.train.Checkpoint, state: RunState) -> None
         np.random.set_state(tuple(state.random_states["numpy"]))
         random.setstate((state.random_states["python"][0], tuple(state.random_states["python"][1]),
                          state.random_states["python"][2]))
+
+
+def discard_after(checkpoint_dir: str, step: int) -> None:
+    """Remove checkpoint folders past `step`: what a resume from an earlier checkpoint leaves behind would otherwise
+    be taken for the newest."""
+    for folder in checkpoint_folders(checkpoint_dir):
+        if int(folder.rsplit("-", 1)[1]) > step:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def prune_checkpoints(checkpoint_dir: str, keep: Optional[int]) -> None:

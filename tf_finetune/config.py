@@ -184,8 +184,9 @@ class TrainConfig:
                                                  changes_training=False, tunable=False)
     save_on_signal: bool = _arg(True, "On SIGTERM or SIGINT (preemption, Ctrl-C): finish the current step, write a "
                                 "checkpoint and exit (143 / 130).", changes_training=False, tunable=False)
-    check_disk_space: bool = _arg(True, "Before training, check that output_dir is writable and has free space for "
-                                  "at least twice the model's size.", changes_training=False, tunable=False)
+    check_disk_space: bool = _arg(True, "Before training, check that output_dir's disk has free space for the "
+                                  "checkpoints kept (model and optimizer state each, plus the one being written).",
+                                  changes_training=False, tunable=False)
 
     # Hub
     push_to_hub: bool = _arg(False, "Upload the model, results and a model card to the Hub.",

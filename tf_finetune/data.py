@@ -73,6 +73,9 @@ def load_generated(generator: Callable[..., Iterator[dict[str, Any]]], path: str
 
 def _unreadable(split: str, path: str, builder: str, error: Exception) -> UserError:
     """The error for a file a builder cannot parse, naming the line at fault where it can be found."""
+    if builder not in ("csv", "json", "text"):  # binary formats: the builder's own words
+        detail = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        return UserError(f"could not read {split} file {path}: {detail}")
     not_utf8 = _first_non_utf8(path)
     if not_utf8 is not None:
         return UserError(f"{split} file {path} is not UTF-8 text (byte {not_utf8[1]:#04x} on line {not_utf8[0]}); "

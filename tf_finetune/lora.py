@@ -57,7 +57,7 @@ class LoraDense(tf_keras.layers.Layer):
     def __init__(self, base: tf_keras.layers.Dense, rank: int, scale: float, dropout: float, **kwargs):
         super().__init__(name=f"{base.name}_lora", **kwargs)
         self.base = base
-        self.rank, self.scale = rank, scale
+        self.scale = scale
         self.dropout = tf_keras.layers.Dropout(dropout)
         inputs, units = base.kernel.shape
         bound = 1 / math.sqrt(inputs)  # kaiming_uniform(a=sqrt(5)), as torch.nn.Linear and PEFT initialise A

@@ -112,6 +112,7 @@ def apply_adapter(model: tf_keras.Model, directory: str) -> tf_keras.Model:
             name, transpose = pytorch_name(weight)
             weight.assign(_to_pytorch(_tensor(tensors, _PREFIX + name, directory), transpose, name))
     merge_into_base(model)
+    model.trainable = True  # a plain model again: every weight trains if it is fine-tuned further
     return model
 
 

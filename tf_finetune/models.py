@@ -10,6 +10,8 @@ from typing import Any, Optional
 import transformers
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
+from safetensors import SafetensorError
+
 from tf_finetune.errors import UserError
 from tf_finetune.hub import hub_reachable
 
@@ -66,7 +68,7 @@ def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig
     except ValueError as error:  # e.g. a classifier head trained for another number of labels
         raise UserError(f"cannot load the weights of {name_or_path} into {auto_class_name}: "
                         f"{str(error).strip().splitlines()[0]}; start from a checkpoint without that head.") from error
-    except Exception as error:  # noqa: BLE001 - h5py or safetensors failing on a file cut short or damaged
+    except (OSError, SafetensorError) as error:  # h5py or safetensors failing on a file cut short or damaged
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise UserError(f"{name_or_path}: {os.path.basename(weights)} is damaged or incomplete ({detail}); "
                         "save or download the model again.") from error
@@ -89,9 +91,9 @@ def check_model_fits(name_or_path: str, config: PretrainedConfig, tokenizer: Pre
     if vocab_size and len(tokenizer) > vocab_size:
         raise UserError(f"the tokenizer has {len(tokenizer)} tokens, more than the model's {vocab_size} embeddings: "
                         f"it is not {name_or_path}'s tokenizer; pass the matching one with --tokenizer_name.")
-    saved = load_model_config(name_or_path)
-    if builds_saved_head and saved.num_labels != config.num_labels:
-        raise UserError(f"{name_or_path} has a classification head for {saved.num_labels} labels and the data has "
+    saved_labels = load_model_config(name_or_path).num_labels if builds_saved_head else config.num_labels
+    if saved_labels != config.num_labels:
+        raise UserError(f"{name_or_path} has a classification head for {saved_labels} labels and the data has "
                         f"{config.num_labels}; start from its base model (a checkpoint without that head) or fix the "
                         "labels.")
 

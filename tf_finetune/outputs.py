@@ -39,9 +39,7 @@ def check_output_dir(path: str) -> None:
     nearest existing parent of a new one) where a file cannot be created."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"--output_dir {path} is a file, not a folder; pass a folder path.")
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = _nearest_existing(path)
     try:  # a real write: permissions alone miss read-only file systems and root's rights
         with tempfile.TemporaryFile(dir=existing, prefix=".tmp-write-check-"):
             pass
@@ -52,14 +50,21 @@ def check_output_dir(path: str) -> None:
 
 def check_free_space(path: str, needed: int) -> None:
     """Raise a UserError when the disk holding `path` has less than `needed` bytes free."""
-    existing = os.path.abspath(path)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = _nearest_existing(path)
     free = shutil.disk_usage(existing).free
     if free < needed:
         raise UserError(f"only {free / 1e9:.2f} GB free where --output_dir {path} is, and the checkpoints need "
-                        f"about {needed / 1e9:.2f} GB (twice the model and its optimizer state); free space, pick "
+                        f"about {needed / 1e9:.2f} GB (the model and its optimizer state, per checkpoint kept and "
+                        "the one being written); free space, pick "
                         "another --output_dir, or pass --check_disk_space false.")
+
+
+def _nearest_existing(path: str) -> str:
+    """The path itself if it exists, else its nearest existing parent folder."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    return existing
 
 
 def write_text(path: str, text: str) -> None:

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", required=True, help="Model directory written by tf_finetune.train "
                         "(or any save_pretrained checkpoint with a fast tokenizer).")
     parser.add_argument("--task", choices=pipeline_tags(),
-                        help="What to predict (default: from the architecture in the model's config.json).")
+                        help="What to predict (default: the task the model was trained for, from its "
+                        "run_config.json, else from the architecture in its config.json).")
     parser.add_argument("--file", help="Inputs, one per line (blank lines skipped), after any TEXTs.")
     parser.add_argument("--batch_size", type=int, default=32, help="Inputs per batch (batches are sorted by length "
                         "where the task computes them itself).")

@@ -21,8 +21,8 @@ from tf_finetune.accumulation import accumulate_gradients
 from tf_finetune.batching import example_lengths, length_grouped_dataset
 from tf_finetune.callbacks import (BestModelCallback, CheckpointCallback, DivergenceGuard, EvaluationCallback,
                                    HistoryCallback, HubPushCallback, restore_best_weights)
-from tf_finetune.checkpoints import (RunState, dropout_generators, latest_checkpoint, read_checkpoint_state,
-                                     restore_checkpoint)
+from tf_finetune.checkpoints import (RunState, discard_after, dropout_generators, latest_checkpoint,
+                                     read_checkpoint_state, restore_checkpoint)
 from tf_finetune.config import TrainConfig, field_fact
 from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_shapes, pad_multiple, precision_policy,
                                     resolve_strategy, static_shape_dataset, use_xla, with_input_options,
@@ -91,13 +91,13 @@ class FineTuneRun:
         tf_keras.utils.set_random_seed(config.seed)
         with self.strategy.scope(), precision_policy(config.mixed_precision):
             self.model = load_model(self.task.auto_model_class, config.model_name_or_path, self.model_config)
-            self.dropout_generators = dropout_generators(self.model)
             self.lora = settings_for(config, self.model) if config.lora_rank else None
             if self.lora:
                 adapted = add_lora(self.model, self.lora)
                 logger.info("LoRA: rank %d, alpha %g on %d layers (%s); trained in full: %s.", self.lora.rank,
                             self.lora.alpha, len(adapted), ", ".join(self.lora.target_modules),
                             ", ".join(self.lora.modules_to_save) or "nothing")
+            self.dropout_generators = dropout_generators(self.model)  # LoRA's dropout layers included
         self.trainable_parameters, self.total_parameters = parameter_counts(self.model)
         logger.info("Trainable parameters: %s of %s (%.2f%%).", f"{self.trainable_parameters:,}",
                     f"{self.total_parameters:,}", 100 * self.trainable_parameters / self.total_parameters)
@@ -142,6 +142,9 @@ class FineTuneRun:
         collate_fn = self.task.collator(self.tokenizer, self.config, training)
         features = model_columns(self.model, features)
         if needs_static_shapes(self.strategy):
+            if skip_batches:
+                raise UserError("this checkpoint is from the middle of an epoch, and TPU input cannot resume there "
+                                "yet; pass --resume_from_checkpoint with an end-of-epoch checkpoint.")
             dataset = static_shape_dataset(self.model, features, collate_fn, batch_size, shuffle=training,
                                            drop_remainder=training, seed=self.config.seed)
         elif training:
@@ -308,11 +311,13 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     if config.check_disk_space and config.do_train:
         weights = sum(int(np.prod(w.shape)) * w.dtype.size for w in run.model.weights)
         optimizer_state = 2 * sum(int(np.prod(w.shape)) * w.dtype.size for w in run.model.trainable_weights)
-        check_free_space(output_dir, 2 * (weights + optimizer_state))
+        kept = (config.save_total_limit or 1) + 1  # the checkpoints kept, and the one being written
+        check_free_space(output_dir, kept * (weights + optimizer_state))
     if config.do_train:
         run.compile()
         if state.checkpoint_path:  # before anything is written: a checkpoint of another model fails here
             restore_checkpoint(run.checkpoint(), state)
+            discard_after(checkpoint_dir, state.global_step)
             logger.info("Resuming from %s: epoch %d of %d, %d of its %d steps done.", state.checkpoint_path,
                         state.epoch + 1, config.num_train_epochs, state.step_in_epoch, run.steps_per_epoch)
     if config.overwrite_output_dir:
@@ -368,14 +373,25 @@ def _fit(run: FineTuneRun, state: RunState, extra_callbacks: list[tf_keras.callb
     if state.step_in_epoch:
         rest = run.batches(run.splits["train"].features, training=True, skip_batches=state.step_in_epoch)
         callbacks = run.callbacks(state, checkpoint=True, batch_offset=state.step_in_epoch, restore_best=False)
-        run.model.fit(rest, epochs=state.epoch + 1, initial_epoch=state.epoch,
-                      callbacks=[*callbacks, *extra_callbacks], verbose=config.verbose)
+        _fit_with(run, rest, state.epoch + 1, state.epoch, [*callbacks, *extra_callbacks])
         run.first_epoch = state.epoch
     if state.epoch < config.num_train_epochs and not state.stopped_early:
-        run.model.fit(run.train_dataset, epochs=config.num_train_epochs, initial_epoch=state.epoch,
-                      callbacks=[*run.callbacks(state, checkpoint=True), *extra_callbacks], verbose=config.verbose)
+        _fit_with(run, run.train_dataset, config.num_train_epochs, state.epoch,
+                  [*run.callbacks(state, checkpoint=True), *extra_callbacks])
     elif config.load_best_model_at_end:  # the resumed epoch was the last one, or stopped the run early
         restore_best_weights(run.model, os.path.join(config.output_dir, CHECKPOINT_DIR), state)
+
+
+def _fit_with(run: FineTuneRun, dataset: tf.data.Dataset, epochs: int, initial_epoch: int,
+              callbacks: list[tf_keras.callbacks.Callback]) -> None:
+    """model.fit, then the signal handlers put back however it ended (Keras skips on_train_end on an exception)."""
+    try:
+        run.model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                      verbose=run.config.verbose)
+    finally:
+        for callback in callbacks:
+            if isinstance(callback, CheckpointCallback):
+                callback.restore_signal_handlers()
 
 
 def _hub_uploader(config: TrainConfig) -> HubUploader:
@@ -396,7 +412,7 @@ def _resume_state(config: TrainConfig, checkpoint_dir: str) -> RunState:
         state = read_checkpoint_state(config.resume_from_checkpoint)
     else:
         folder = latest_checkpoint(checkpoint_dir)
-        state = read_checkpoint_state(folder) if folder else None
+        state = read_checkpoint_state(folder, checked=True) if folder else None
     saved_config = os.path.join(output_dir, "run_config.json")
     if state and os.path.isfile(saved_config):
         saved, current = read_json(saved_config), config.to_dict()

@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
-import gc
 import io
 import json
 import logging
@@ -289,11 +288,6 @@ class FineTuneTuner(keras_tuner.Tuner):
         except UserError as error:
             raise TrialUserError(str(error)) from error
         return {self.objective.name: recorded.metrics.get_best_value(self.objective.name)}
-
-    def on_trial_end(self, trial: keras_tuner.engine.trial.Trial) -> None:
-        super().on_trial_end(trial)
-        tf_keras.backend.clear_session()
-        gc.collect()
 
     def save(self) -> None:
         self.oracle.save()

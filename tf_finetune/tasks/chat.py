@@ -204,13 +204,14 @@ def generate_answers(model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizer
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         width = max(len(encoded[i]) for i in rows)
-        input_ids = np.full((len(rows), width), tokenizer.pad_token_id, dtype=np.int32)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        input_ids = np.full((len(rows), width), pad, dtype=np.int32)
         attention_mask = np.zeros((len(rows), width), dtype=np.int32)
         for line, i in enumerate(rows):  # left padding: every prompt ends where generation starts
             input_ids[line, width - len(encoded[i]):] = encoded[i]
             attention_mask[line, width - len(encoded[i]):] = 1
         output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **sampling)
+                                pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling)
         for row, text in zip(rows, tokenizer.batch_decode(np.asarray(output)[:, width:], skip_special_tokens=True)):
             answers[row] = text.strip()
     return answers
