@@ -138,6 +138,14 @@ def isolated_hf_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path_factory.getbasetemp() / "datasets-cache"))
 
 
+def command_error(stderr: str) -> str:
+    """The one-line error a command ended with: its last stderr line (progress and info lines may come before it),
+    checked to be the only error line, with no traceback."""
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr and sum(line.startswith("error: ") for line in lines) == 1, stderr
+    return lines[-1]
+
+
 def sentiment_rows(count: int, seed: int = 0) -> list[tuple[str, str]]:
     """(sentence, label) pairs whose label follows from the words, so a model can learn them."""
     rng = random.Random(seed)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard, constants
 
+from conftest import command_error
 from hub_server import TOKEN, HubServer, hub, hub_environment  # noqa: F401 - hub is a fixture
 from tf_finetune import push
 from tf_finetune.errors import UserError
@@ -193,8 +194,8 @@ def test_push_fails_with_one_line(hub: HubServer, output_dir: Path, capsys, setu
     if setup == "bad card":
         (output_dir / "README.md").write_text("---\nlicense: [unclosed\n---\n# model\n")
     assert push.main([str(output_dir), *argv], retry=FAST) == code
-    error = capsys.readouterr().err.strip()
-    assert error.startswith("error: ") and message in error and "\n" not in error
+    error = command_error(capsys.readouterr().err)
+    assert error.startswith("error: ") and message in error
 
 
 def test_push_module_runs_as_a_command(hub: HubServer, output_dir: Path, tmp_path: Path) -> None:

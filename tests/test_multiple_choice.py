@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer, TFAutoModelForMultipleChoice
 
+from conftest import command_error
 from task_fixtures.multiple_choice import cue_rows, write_rows, write_swag_files
 from tf_finetune.config import TrainConfig
 from tf_finetune.errors import UserError
@@ -181,8 +182,8 @@ def test_predict_command_picks_a_choice_and_prints_probabilities(trained, tmp_pa
 def test_predict_command_needs_two_choices(trained, capsys, args, message):
     _, out, _ = trained
     assert predict_main(["--model", str(out), *args]) == 2
-    error = capsys.readouterr().err.strip()
-    assert message in error and len(error.splitlines()) == 1
+    error = command_error(capsys.readouterr().err)
+    assert message in error
 
 
 def test_predict_file_lines_must_be_json_objects(trained, tmp_path, capsys):
@@ -246,8 +247,8 @@ def test_bad_input_is_one_line_before_training(case, tiny_bert, tmp_path, capsys
             for arg in args]
     code = train_main(["--task", "multiple-choice", "--model_name_or_path", str(tiny_bert), "--do_eval", "false",
                        "--output_dir", str(tmp_path / "out"), *args])
-    error = capsys.readouterr().err.strip()
-    assert code == 2 and len(error.splitlines()) == 1, error
+    error = command_error(capsys.readouterr().err)
+    assert code == 2, error
     assert all(message in error for message in messages), error
     assert not (tmp_path / "out").exists()
 

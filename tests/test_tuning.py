@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import sentiment_rows, write_csv
+from conftest import command_error, sentiment_rows, write_csv
 from tf_finetune.config import TrainConfig
 from tf_finetune.errors import UserError
 from tf_finetune.train import main
@@ -245,8 +245,8 @@ def test_cli_reports_a_bad_search_space_in_one_line(tmp_path, capsys):
     space = write_space(tmp_path / "space.json", {"learning_rate": {"type": "boolean"}})
     assert main(["--task", "sst2", "--output_dir", str(tmp_path / "out"), "--tune", "random",
                  "--tune_space", space]) == 2
-    error = capsys.readouterr().err.strip()
-    assert error.startswith("error: search space") and "\n" not in error
+    error = command_error(capsys.readouterr().err)
+    assert error.startswith("error: search space")
 
 
 def test_search_needs_training_and_evaluation(tmp_path):

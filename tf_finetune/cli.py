@@ -4,15 +4,13 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import logging
 import sys
 import types
 from typing import Callable, Optional, Sequence
 
 from tf_finetune.config import FIELD_FACTS, TrainConfig, load_config_file
 from tf_finetune.errors import TrainingInterrupted, UserError
-
-logger = logging.getLogger("tf_finetune")
+from tf_finetune.logs import command_logging, import_tensorflow, log_level_from_argv
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -75,10 +73,17 @@ def _value_of(flag: str, args: Sequence[str]) -> Optional[str]:
     return None
 
 
-def run_cli(main: Callable[[], int]) -> int:
-    """Run a command: UserErrors become one line on stderr and exit code 2; SIGTERM / SIGINT exit 143 / 130."""
-    logging.basicConfig(format="%(message)s", level=logging.INFO)
+def run_cli(main: Callable[[], int], argv: Optional[Sequence[str]] = None) -> int:
+    """Run a command: logging at the level of its `--log_level` flag (see tf_finetune.logs), TensorFlow imported
+    quietly; UserErrors become one line on stderr and exit code 2; SIGTERM / SIGINT exit 143 / 130."""
+    level = log_level_from_argv(argv)
+    with command_logging(level):
+        return _run(main, level)
+
+
+def _run(main: Callable[[], int], level: str) -> int:
     try:
+        import_tensorflow(level)
         return main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

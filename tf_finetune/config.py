@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tf_finetune.errors import UserError
+from tf_finetune.logs import LOG_LEVELS
 
 SECRET_FIELDS = ("hub_token",)
 # Facts about a field, kept in its metadata (and kept out of argparse, which receives the rest):
@@ -170,6 +171,9 @@ class TrainConfig:
     seed: int = _arg(42, "Random seed for weights, shuffling and masking.", card=True)
     verbose: int = _arg(1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
                         changes_training=False, tunable=False)
+    log_level: str = _arg("info", "Messages shown: debug adds the libraries' own (TensorFlow's start-up, transformers' "
+                          "notices), info the run's progress and results, warning and error only problems.",
+                          choices=list(LOG_LEVELS), changes_training=False, tunable=False)
 
     # Checkpoints and faults
     save_strategy: str = _arg("epoch", "When to write a checkpoint: after every epoch, also every --save_steps "

@@ -5,6 +5,7 @@ import functools
 import json
 import logging
 import os
+import re
 from typing import Any, Optional
 
 import transformers
@@ -63,8 +64,10 @@ def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig
                         "export it with save_pretrained or pass another checkpoint.")
     try:
         if weights.endswith(".safetensors") and _safetensors_format(weights) == "pt":
-            return _load_pytorch_safetensors(auto_class, config, weights)
-        return auto_class.from_pretrained(name_or_path, config=config, local_files_only=cache_only(name_or_path))
+            model, loading_info = _load_pytorch_safetensors(auto_class, config, weights)
+        else:
+            model, loading_info = auto_class.from_pretrained(name_or_path, config=config, output_loading_info=True,
+                                                             local_files_only=cache_only(name_or_path))
     except ValueError as error:  # e.g. a classifier head trained for another number of labels
         raise UserError(f"cannot load the weights of {name_or_path} into {auto_class_name}: "
                         f"{str(error).strip().splitlines()[0]}; start from a checkpoint without that head.") from error
@@ -72,6 +75,8 @@ def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
         raise UserError(f"{name_or_path}: {os.path.basename(weights)} is damaged or incomplete ({detail}); "
                         "save or download the model again.") from error
+    _log_new_weights(loading_info["missing_keys"])
+    return model
 
 
 def check_auto_class(auto_class_name: str, name_or_path: str, config: PretrainedConfig) -> Any:
@@ -139,8 +144,16 @@ def _load_pytorch_safetensors(auto_class: Any, config: PretrainedConfig, path: s
     from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
     model = auto_class.from_config(config)
-    load_pytorch_state_dict_in_tf2_model(model, load_file(path), allow_missing_keys=True)
-    return model
+    return load_pytorch_state_dict_in_tf2_model(model, load_file(path), allow_missing_keys=True,
+                                                output_loading_info=True)
+
+
+def _log_new_weights(missing: list[str]) -> None:
+    """Say in one line which layers start from random weights (the task head, usually): transformers' own notice
+    of this is hidden below --log_level debug."""
+    layers = sorted({re.sub(r"[./:](weight|bias|kernel|gamma|beta)(:0)?$", "", name) for name in missing})
+    if layers:
+        logger.info("New in the model (randomly initialised, trained from scratch): %s.", ", ".join(layers))
 
 
 def _find_weights(name_or_path: str) -> Optional[str]:

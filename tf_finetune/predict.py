@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 from tf_finetune.cli import run_cli
 from tf_finetune.errors import UserError
+from tf_finetune.logs import LOG_LEVELS
 from tf_finetune.outputs import read_json
 from tf_finetune.tasks import get_task, list_tasks, pipeline_tags, task_for_architectures, task_for_pipeline
 from tf_finetune.tasks.base import Task
@@ -37,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--file", help="Inputs, one per line (blank lines skipped), after any TEXTs.")
     parser.add_argument("--batch_size", type=int, default=32, help="Inputs per batch (batches are sorted by length "
                         "where the task computes them itself).")
+    parser.add_argument("--log_level", choices=LOG_LEVELS, default="info", help="Messages shown besides the "
+                        "predictions (debug adds the libraries' own).")
     for tag in pipeline_tags():
         task_for_pipeline(tag).add_predict_arguments(parser.add_argument_group(tag))
     return parser
@@ -50,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(line)
         return 0
 
-    return run_cli(run)
+    return run_cli(run, argv)
 
 
 def predict(args: argparse.Namespace) -> list[str]:

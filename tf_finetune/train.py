@@ -23,7 +23,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         train(config)
         return 0
 
-    return run_cli(run)
+    return run_cli(run, argv)
 
 
 if __name__ == "__main__":
