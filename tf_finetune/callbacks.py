@@ -1,5 +1,6 @@
 """Keras (tf-keras) callbacks of a run, in their order:
-metrics -> best model / early stop -> history -> the task's own -> divergence guard -> checkpoint -> Hub push.
+metrics -> best model / early stop -> history -> the task's own -> divergence guard -> checkpoint -> progress lines
+-> Hub push.
 
 Each callback reads what the earlier ones wrote into `logs` and into the shared `RunState`, which is what a
 resumed run starts from.
@@ -13,7 +14,9 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
+import time
 from typing import Any, Callable, Optional
 
 import tensorflow as tf
@@ -212,6 +215,53 @@ def restore_best_weights(model: tf_keras.Model, weights_dir: str, state: RunStat
     return True
 
 
+class ProgressLines(tf_keras.callbacks.Callback):
+    """Training progress as whole lines, for output that is not a terminal (a log file, CI, a notebook cell): one each
+    time another 1/`parts` of the epoch is done or `seconds` have passed, and one per epoch with its results.
+    `batch_offset`: batches of the first epoch trained before (a resumed epoch)."""
+
+    def __init__(self, parts: int = 10, seconds: float = 30.0, batch_offset: int = 0):
+        super().__init__()
+        self.parts, self.seconds, self.batch_offset = parts, seconds, batch_offset
+        self._epoch = self._part = 0
+        self._epoch_start = self._last_line = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self._epoch, self._part = epoch, self.batch_offset * self.parts // self._total()
+        self._epoch_start = self._last_line = time.perf_counter()
+
+    def _total(self) -> int:
+        return max((self.params.get("steps") or 0) + self.batch_offset, 1)
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
+        total, done, now = self._total(), batch + 1 + self.batch_offset, time.perf_counter()
+        part = done * self.parts // total
+        if done >= total or (part <= self._part and now - self._last_line < self.seconds):
+            return
+        self._part, self._last_line = part, now
+        elapsed = now - self._epoch_start
+        left = elapsed / (done - self.batch_offset) * (total - done)
+        logger.info("epoch %d/%d  step %d/%d (%d%%)  loss %.4f  %s elapsed, %s left", self._epoch + 1,
+                    self.params.get("epochs", 0), done, total, 100 * done // total, float((logs or {}).get("loss", 0)),
+                    _duration(elapsed), _duration(left))
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        results = ", ".join(f"{key} {float(value):.4f}" for key, value in (logs or {}).items() if _is_number(value))
+        logger.info("epoch %d/%d done in %s: %s", epoch + 1, self.params.get("epochs", 0),
+                    _duration(time.perf_counter() - self._epoch_start), results)
+        self.batch_offset = 0
+
+
+def progress_callbacks(verbose: int, batch_offset: int = 0) -> list[tf_keras.callbacks.Callback]:
+    """ProgressLines where Keras' progress bar (verbose 1) would redraw itself in a file rather than a terminal."""
+    return [ProgressLines(batch_offset=batch_offset)] if verbose == 1 and not sys.stdout.isatty() else []
+
+
+def keras_verbosity(verbose: int) -> int:
+    """The `verbose` for Keras' fit: none where progress_callbacks stands in for its progress bar."""
+    return 0 if progress_callbacks(verbose) else verbose
+
+
 class HubPushCallback(tf_keras.callbacks.Callback):
     """After each epoch: save the model into output_dir and queue a background upload (hub_strategy "epoch")."""
 
@@ -238,6 +288,22 @@ def write_history(output_dir: str, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     write_text(os.path.join(output_dir, "history.csv"), buffer.getvalue())
+
+
+def _duration(seconds: float) -> str:
+    """12.3s, 4m05s or 1h02m."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _plain(value: Any) -> Any:

@@ -169,8 +169,9 @@ class TrainConfig:
                                         "much faster steps on short inputs.", card=True)
     max_grad_norm: float = _arg(1.0, "Global gradient clipping norm (0 disables clipping).", card=True)
     seed: int = _arg(42, "Random seed for weights, shuffling and masking.", card=True)
-    verbose: int = _arg(1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.",
-                        changes_training=False, tunable=False)
+    verbose: int = _arg(1, "Training progress: 0 none, 1 Keras' progress bar on a terminal (elsewhere, a line every "
+                        "10%% of an epoch or every 30 seconds), 2 one line per epoch.", changes_training=False,
+                        tunable=False, choices=[0, 1, 2])
     log_level: str = _arg("info", "Messages shown: debug adds the libraries' own (TensorFlow's start-up, transformers' "
                           "notices), info the run's progress and results, warning and error only problems.",
                           choices=list(LOG_LEVELS), changes_training=False, tunable=False)

@@ -16,7 +16,6 @@ _BUILDERS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t", "quoting":
              ".json": ("json", {}), ".jsonl": ("json", {}), ".parquet": ("parquet", {}), ".txt": ("text", {})}
 
 datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a file it cannot read is reported as one UserError
-datasets.disable_progress_bars()
 
 
 def load_data_file(path: str, split: str, allowed: tuple[str, ...] = (".csv", ".tsv", ".json", ".jsonl",

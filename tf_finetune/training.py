@@ -20,7 +20,8 @@ from transformers.modeling_tf_utils import find_labels
 from tf_finetune.accumulation import accumulate_gradients
 from tf_finetune.batching import example_lengths, length_grouped_dataset
 from tf_finetune.callbacks import (BestModelCallback, CheckpointCallback, DivergenceGuard, EvaluationCallback,
-                                   HistoryCallback, HubPushCallback, restore_best_weights)
+                                   HistoryCallback, HubPushCallback, keras_verbosity, progress_callbacks,
+                                   restore_best_weights)
 from tf_finetune.checkpoints import (RunState, discard_after, dropout_generators, latest_checkpoint,
                                      read_checkpoint_state, restore_checkpoint)
 from tf_finetune.config import TrainConfig, field_fact
@@ -174,7 +175,8 @@ class FineTuneRun:
                   restore_best: bool = True) -> list[tf_keras.callbacks.Callback]:
         """The run's callbacks in order: metrics, best model / early stop, history, the task's own, divergence guard,
         checkpoints (with `checkpoint`, as --save_strategy says; `batch_offset`: batches of a resumed epoch trained
-        before). `restore_best` false: the best weights are not put back when this fit ends (more training follows)."""
+        before), progress lines off a terminal. `restore_best` false: the best weights are not put back when this fit
+        ends (more training follows)."""
         state = state or RunState()
         output_dir = self.config.output_dir
         callbacks: list[tf_keras.callbacks.Callback] = []
@@ -194,6 +196,7 @@ class FineTuneRun:
                 save_steps=self.config.save_steps if self.config.save_strategy == "steps" else None,
                 total_limit=self.config.save_total_limit, save_on_signal=self.config.save_on_signal,
                 batch_offset=batch_offset))
+        callbacks += progress_callbacks(self.config.verbose, batch_offset)
         return callbacks
 
     def checkpoint(self) -> tf.train.Checkpoint:
@@ -387,7 +390,7 @@ def _fit_with(run: FineTuneRun, dataset: tf.data.Dataset, epochs: int, initial_e
     """model.fit, then the signal handlers put back however it ended (Keras skips on_train_end on an exception)."""
     try:
         run.model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-                      verbose=run.config.verbose)
+                      verbose=keras_verbosity(run.config.verbose))
     finally:
         for callback in callbacks:
             if isinstance(callback, CheckpointCallback):

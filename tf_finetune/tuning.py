@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tf_finetune.callbacks import EvaluationCallback
+from tf_finetune.callbacks import EvaluationCallback, keras_verbosity, progress_callbacks
 from tf_finetune.config import TrainConfig, field_fact
 from tf_finetune.distribute import describe_strategy, resolve_strategy
 from tf_finetune.errors import UserError
@@ -283,8 +283,9 @@ class FineTuneTuner(keras_tuner.Tuner):
                 callbacks.append(tf_keras.callbacks.EarlyStopping(monitor=self.objective.name,
                                                                   mode=self.objective.direction,
                                                                   patience=config.early_stopping_patience))
+            callbacks += progress_callbacks(config.verbose)
             run.model.fit(run.train_dataset, epochs=config.num_train_epochs, callbacks=callbacks,
-                          verbose=config.verbose)
+                          verbose=keras_verbosity(config.verbose))
         except UserError as error:
             raise TrialUserError(str(error)) from error
         return {self.objective.name: recorded.metrics.get_best_value(self.objective.name)}

@@ -13,6 +13,7 @@ from tf_finetune.data import limit_samples
 from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.models import max_model_length
+from tf_finetune.progress import PredictionProgress
 from tf_finetune.tasks.base import Task, TaskSplit, logits_function
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class SequenceClassificationTask(Task):
 
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
                  config: "TrainConfig") -> dict[str, float]:
-        logits = model.predict(tf_dataset, verbose=0).logits
+        logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Evaluating")]).logits
         labels = np.asarray(split.features["labels"])
         loss = model.hf_compute_loss(tf.constant(labels), tf.constant(logits))
         results = {"eval_loss": float(np.mean(loss))}
@@ -95,7 +96,8 @@ class SequenceClassificationTask(Task):
 
     def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
                 config: "TrainConfig") -> list[str]:
-        predictions = self._predictions(model.predict(tf_dataset, verbose=0).logits, model)
+        logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Predicting")]).logits
+        predictions = self._predictions(logits, model)
         if model.config.problem_type == "regression":
             return [f"{value:.3f}" for value in predictions]
         return [model.config.id2label[int(index)] for index in predictions]

@@ -18,6 +18,7 @@ import tensorflow as tf
 from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset, require_columns
 from tf_finetune.errors import UserError
 from tf_finetune.models import load_model_config, max_model_length
+from tf_finetune.progress import with_progress
 from tf_finetune.tasks import register_task
 from tf_finetune.tasks.base import Task, TaskSplit, model_function, text_pipeline
 
@@ -126,7 +127,7 @@ class LanguageModelingTask(Task):
         """Mean loss per labelled token over the whole split, and its perplexity."""
         step = _token_loss_step(model, self.causal)
         total_loss, total_tokens = 0.0, 0
-        for features, labels in tf_dataset:
+        for features, labels in with_progress(tf_dataset, "Evaluating"):
             loss, tokens = step(features if isinstance(features, dict) else {"input_ids": features}, labels)
             total_loss += float(loss)
             total_tokens += int(tokens)

@@ -24,6 +24,7 @@ from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset, lo
 from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.outputs import write_text
+from tf_finetune.progress import PredictionProgress
 from tf_finetune.tasks import register_task
 from tf_finetune.tasks.base import Task, TaskSplit
 
@@ -150,7 +151,7 @@ class MultipleChoiceTask(Task):
         """The model's own cross-entropy over the choices (mean over examples) and the accuracy."""
         import tensorflow as tf
 
-        logits = model.predict(tf_dataset, verbose=0).logits
+        logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Evaluating")]).logits
         labels = np.asarray(split.features["labels"])
         results = {"eval_loss": float(np.mean(model.hf_compute_loss(tf.constant(labels), tf.constant(logits))))}
         scores = compute_metrics(load_metric("accuracy"), np.argmax(logits, axis=-1), labels)
@@ -161,7 +162,8 @@ class MultipleChoiceTask(Task):
     def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
                 config: "TrainConfig") -> list[int]:
         """The index of the chosen choice of every test example."""
-        return [int(index) for index in np.argmax(model.predict(tf_dataset, verbose=0).logits, axis=-1)]
+        logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Predicting")]).logits
+        return [int(index) for index in np.argmax(logits, axis=-1)]
 
     def write_predictions(self, predictions: Sequence[int], split: TaskSplit, output_dir: str,
                           config: "TrainConfig") -> str:

@@ -31,6 +31,7 @@ from tf_finetune.data import limit_samples, load_data_file, load_generated, load
 from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.outputs import read_json, write_json
+from tf_finetune.progress import with_progress
 from tf_finetune.tasks import register_task
 from tf_finetune.tasks.base import Task, TaskSplit, text_pipeline
 
@@ -419,7 +420,7 @@ def window_logits(model: "TFPreTrainedModel", tf_dataset: Any) -> tuple[list[np.
     """Start and end logits of every window, in order, each cut to the window's own tokens (batches are padded to
     different lengths, and padding may be on either side)."""
     starts, ends = [], []
-    for batch in tf_dataset:
+    for batch in with_progress(tf_dataset, "Answering"):
         features = batch[0] if isinstance(batch, tuple) else batch
         outputs = model.predict_on_batch(features)
         for start, end, mask in zip(outputs.start_logits, outputs.end_logits, np.asarray(features["attention_mask"])):

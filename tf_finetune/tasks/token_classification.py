@@ -23,6 +23,7 @@ from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.models import max_model_length
 from tf_finetune.outputs import write_text
+from tf_finetune.progress import with_progress
 from tf_finetune.tasks import register_task
 from tf_finetune.tasks.base import Task, TaskSplit, logits_function, read_text_inputs
 
@@ -117,7 +118,7 @@ class TokenClassificationTask(Task):
         names = model.config.id2label
         total_loss, total_tokens = 0.0, 0
         predictions, references = [], []
-        for features, labels in tf_dataset:
+        for features, labels in with_progress(tf_dataset, "Evaluating"):
             logits = logits_function(model)(features)
             labels = labels.numpy()
             labelled = labels != IGNORE_INDEX
@@ -142,7 +143,7 @@ class TokenClassificationTask(Task):
         """One tag per word of each test sentence (the tag of its first sub-token). Words cut off by
         --max_seq_length get the tag O."""
         rows = []
-        for batch in tf_dataset:
+        for batch in with_progress(tf_dataset, "Predicting"):
             features = batch[0] if isinstance(batch, tuple) else batch
             rows.extend(np.argmax(logits_function(model)(features), -1))
         return [word_tags(example[TOKENS], word_ids, row, model.config.id2label)
