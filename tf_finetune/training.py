@@ -306,6 +306,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
            extra_callbacks: Optional[list[tf_keras.callbacks.Callback]],
            extra_results: Optional[dict[str, Any]]) -> dict[str, Any]:
     """`train` on this worker, writing into config.output_dir."""
+    started = time.perf_counter()
     output_dir = config.output_dir
     checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     check_output_dir(output_dir)
@@ -365,7 +366,18 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
         else:
             logger.warning("The Hub upload did not complete (%s); the run is complete locally. Upload it with: %s",
                            uploader.last_error, push_command(output_dir, uploader.repo_id))
+    logger.info(summary_line(results, run.monitor, time.perf_counter() - started, output_dir))
     return results
+
+
+def summary_line(results: dict[str, Any], monitor: str, seconds: float, output_dir: str) -> str:
+    """The run's last line: its main result (the metric that picks the best epoch) and where everything went."""
+    minutes, rest = divmod(round(seconds), 60)
+    took = f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
+    if monitor in results:
+        best = f" (best epoch {results['best_epoch']})" if "best_epoch" in results else ""
+        return f"Done in {took}: {monitor} = {results[monitor]:.4f}{best}. Model, results and report in {output_dir}"
+    return f"Done in {took}. Model and results in {output_dir}"
 
 
 def _fit(run: FineTuneRun, state: RunState, extra_callbacks: list[tf_keras.callbacks.Callback]) -> None:
