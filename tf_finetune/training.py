@@ -37,8 +37,10 @@ from tf_finetune.models import (check_auto_class, check_model_fits, load_model, 
 from tf_finetune.optimizer import build_optimizer
 from tf_finetune.outputs import (check_free_space, check_output_dir, read_json, save_pretrained_atomic,
                                  write_json)
+from tf_finetune.report import REPORT_FILES, write_report
+from tf_finetune.run_info import now, run_info, write_run_info
 from tf_finetune.tasks import get_task
-from tf_finetune.tasks.base import Task, TaskSplit, lower_is_better
+from tf_finetune.tasks.base import CONFUSION_MATRIX_FILE, Task, TaskSplit, lower_is_better
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +210,11 @@ class FineTuneRun:
         """The task's validation results (`eval_*` keys)."""
         return self.task.evaluate(self.model, self.eval_dataset, self.splits["validation"], self.config)
 
+    def final_evaluation(self) -> tuple[dict[str, float], dict[str, Any]]:
+        """The task's validation results and its files about them ({file name: JSON data}, e.g. a confusion
+        matrix), for the end of a run."""
+        return self.task.final_evaluation(self.model, self.eval_dataset, self.splits["validation"], self.config)
+
     def predict(self) -> Any:
         """The task's predictions for the test split, in the split's order. The model sees the split sorted by length
         (longest first), so batches are padded little; per-example predictions are put back in order."""
@@ -309,6 +316,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     started = time.perf_counter()
     output_dir = config.output_dir
     checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
+    started_at = now()
     check_output_dir(output_dir)
     state = _resume_state(config, checkpoint_dir)
     run = FineTuneRun(config, strategy)  # checks the data and the model before anything is removed or created
@@ -346,17 +354,27 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
         if state.best_epoch is not None:
             results["best_epoch"] = state.best_epoch
     eval_results: dict[str, Any] = {}
+    eval_files: dict[str, Any] = {}
+    eval_runtime = None
     if config.do_eval:
-        eval_results = {**run.evaluate(), "eval_samples": len(run.splits["validation"])}
+        start = time.perf_counter()
+        evaluation, eval_files = run.final_evaluation()
+        eval_runtime = time.perf_counter() - start
+        eval_results = {**evaluation, "eval_samples": len(run.splits["validation"])}
         results.update(eval_results)
     if config.do_predict:
         logger.info("Wrote the test predictions to %s.", run.write_predictions())
     results.update(extra_results or {})
     run.save()
     write_json(os.path.join(output_dir, "eval_results.json"), eval_results)
+    for name, data in eval_files.items():
+        write_json(os.path.join(output_dir, name), data)
     write_json(os.path.join(output_dir, RESULTS_FILE), results)
     logger.info("Results: %s", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                          for k, v in results.items()))
+    monitor = (run.monitor, run.greater_is_better) if config.do_eval else (None, None)
+    write_run_info(output_dir, run_info(strategy, started_at, *monitor, eval_runtime))
+    _write_report(output_dir)
     repo_id = uploader.repo_id if uploader else config.hub_model_id or os.path.basename(os.path.abspath(output_dir))
     write_model_card_for_run(output_dir, repo_id, task_type=run.task.pipeline_tag)
     if uploader:
@@ -378,6 +396,15 @@ def summary_line(results: dict[str, Any], monitor: str, seconds: float, output_d
         best = f" (best epoch {results['best_epoch']})" if "best_epoch" in results else ""
         return f"Done in {took}: {monitor} = {results[monitor]:.4f}{best}. Model, results and report in {output_dir}"
     return f"Done in {took}. Model and results in {output_dir}"
+
+
+def _write_report(output_dir: str) -> None:
+    """Write the run's curves and report; a failure (e.g. of plotting) is a warning: the results are already saved."""
+    try:
+        write_report(output_dir)
+    except Exception as error:  # noqa: BLE001 - whatever goes wrong, the finished run must stand
+        logger.warning("Could not write the run report (%s: %s); the results are saved. Rebuild it with: "
+                       "python -m tf_finetune.report %s", type(error).__name__, error, output_dir)
 
 
 def _fit(run: FineTuneRun, state: RunState, extra_callbacks: list[tf_keras.callbacks.Callback]) -> None:
@@ -448,7 +475,8 @@ def _remove_previous_run(output_dir: str) -> None:
         return
     for folder in (CHECKPOINT_DIR, ADAPTER_DIR):
         shutil.rmtree(os.path.join(output_dir, folder), ignore_errors=True)
-    leftovers = ["README.md", "eval_results.json", RESULTS_FILE, "history.json", "history.csv", "tf_model.h5"]
+    leftovers = ["README.md", "eval_results.json", RESULTS_FILE, "history.json", "history.csv", "tf_model.h5",
+                 CONFUSION_MATRIX_FILE, *REPORT_FILES]
     leftovers += [name for name in os.listdir(output_dir) if name.startswith(("predict_results_", "generations_"))]
     for name in leftovers:
         if os.path.exists(os.path.join(output_dir, name)):

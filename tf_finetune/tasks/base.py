@@ -15,6 +15,10 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from tf_finetune.errors import UserError
 from tf_finetune.outputs import write_text
 
+# The confusion matrix of a run's final validation predictions, which classification tasks keep in the run folder
+# (`{"labels": [names], "matrix": [[count of true row, predicted column]]}`) and the run report shows.
+CONFUSION_MATRIX_FILE = "eval_confusion_matrix.json"
+
 if TYPE_CHECKING:
     import numpy as np
     from datasets import Dataset, DatasetDict
@@ -91,6 +95,12 @@ class Task(abc.ABC):
                  config: "TrainConfig") -> dict[str, float]:
         """Validation results under `result_keys` names; `tf_dataset` batches `split.features` in order. The split
         comes sorted by length (see one_feature_per_example), so the results must not depend on the rows' order."""
+
+    def final_evaluation(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
+                         config: "TrainConfig") -> tuple[dict[str, float], dict[str, Any]]:
+        """The finished run's validation results (as `evaluate`) and the task's own files about them, as
+        {file name: JSON data} that the run folder keeps (e.g. CONFUSION_MATRIX_FILE). By default: no files."""
+        return self.evaluate(model, tf_dataset, split, config), {}
 
     def training_callbacks(self, tokenizer: "PreTrainedTokenizerBase", splits: dict[str, TaskSplit],
                            config: "TrainConfig") -> list[Any]:

@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import datasets
 import numpy as np
 import tensorflow as tf
+from sklearn.metrics import confusion_matrix
 
 from tf_finetune.data import limit_samples
 from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.models import max_model_length
 from tf_finetune.progress import PredictionProgress
-from tf_finetune.tasks.base import Task, TaskSplit, logits_function
+from tf_finetune.tasks.base import CONFUSION_MATRIX_FILE, Task, TaskSplit, logits_function
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -84,6 +85,23 @@ class SequenceClassificationTask(Task):
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
                  config: "TrainConfig") -> dict[str, float]:
         logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Evaluating")]).logits
+        return self._scores(model, logits, split, config)
+
+    def final_evaluation(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
+                         config: "TrainConfig") -> tuple[dict[str, float], dict[str, Any]]:
+        """The results, and (classification, not regression) the confusion matrix of the same predictions."""
+        logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Evaluating")]).logits
+        results = self._scores(model, logits, split, config)
+        if model.config.problem_type == "regression":
+            return results, {}
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        matrix = confusion_matrix(np.asarray(split.features["labels"]), self._predictions(logits, model),
+                                  labels=list(range(len(names))))
+        return results, {CONFUSION_MATRIX_FILE: {"labels": names, "matrix": matrix.tolist()}}
+
+    def _scores(self, model: "TFPreTrainedModel", logits: np.ndarray, split: TaskSplit,
+                config: "TrainConfig") -> dict[str, float]:
+        """`eval_loss` and the task's metrics of the validation logits."""
         labels = np.asarray(split.features["labels"])
         loss = model.hf_compute_loss(tf.constant(labels), tf.constant(logits))
         results = {"eval_loss": float(np.mean(loss))}
