@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tf_finetune.errors import UserError
+from conftest import write_sentiment_files
+from hub_server import TOKEN, HubServer, hub, hub_environment  # noqa: F401 - `hub` is a fixture
 from tf_finetune.export import export, main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,3 +229,62 @@ def test_non_empty_output_dir_needs_overwrite(tiny_bert, tmp_path, capsys):
     assert main([str(tiny_bert), "--format", "pytorch", "--output_dir", str(tmp_path / "out"),
                  "--overwrite_output_dir"]) == 0
     assert not (tmp_path / "out" / "keep.txt").exists() and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+HUB_PYTORCH_CHECK = textwrap.dedent("""
+    import json, os, sys
+    os.environ["USE_TF"] = "0"
+    for blocked in ("tensorflow", "tf_keras", "keras"):
+        sys.modules[blocked] = None
+    import numpy as np, torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    repo, token = sys.argv[1], sys.argv[2]
+    model = AutoModelForSequenceClassification.from_pretrained(repo, subfolder="pytorch", token=token).eval()
+    tokenizer = AutoTokenizer.from_pretrained(repo, token=token)
+    with torch.no_grad():
+        logits = model(**tokenizer(["the film was great"], return_tensors="pt")).logits
+    print(json.dumps(logits.tolist()))
+""")
+
+
+def test_hub_export_uploads_pytorch_weights_that_pytorch_loads_from_the_hub(hub, tiny_bert, tmp_path):
+    from safetensors.numpy import load
+    from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
+
+    from tf_finetune.config import TrainConfig
+    from tf_finetune.training import train
+
+    files = write_sentiment_files(tmp_path, {"train": 16, "valid": 8})
+    train(TrainConfig(task="text-classification", model_name_or_path=str(tiny_bert), train_file=files["train"],
+                      validation_file=files["valid"], output_dir=str(tmp_path / "sst-tiny"), num_train_epochs=1,
+                      per_device_train_batch_size=8, verbose=0, push_to_hub=True, hub_token=TOKEN,
+                      hub_export="pytorch"))
+    uploaded = hub.files("alice/sst-tiny")
+    assert {"tf_model.h5", "config.json", "pytorch/model.safetensors", "pytorch/config.json"} <= set(uploaded)
+    assert "model.safetensors" not in uploaded  # TF from_pretrained would prefer it and fail (transformers 4.57)
+    weights = load(uploaded["pytorch/model.safetensors"])
+    assert "classifier.weight" in weights and "bert.embeddings.word_embeddings.weight" in weights
+
+    result = subprocess.run([sys.executable, "-c", HUB_PYTORCH_CHECK, "alice/sst-tiny", TOKEN], capture_output=True,
+                            text=True, timeout=600, env={**hub_environment(hub.url, str(tmp_path / "home")),
+                                                         "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    pytorch_logits = np.array(json.loads(result.stdout.strip().splitlines()[-1]))
+    tf_model = TFAutoModelForSequenceClassification.from_pretrained("alice/sst-tiny", token=TOKEN)  # TF still loads
+    inputs = AutoTokenizer.from_pretrained("alice/sst-tiny", token=TOKEN)(["the film was great"], return_tensors="tf")
+    difference = np.abs(tf_model(inputs).logits.numpy() - pytorch_logits).max()
+    print(f"hub export: max abs difference TF vs PyTorch {difference:.2e}")
+    assert difference < TOLERANCE
+
+
+def test_push_command_adds_pytorch_weights(hub, tiny_bert, tmp_path):
+    from tf_finetune import push
+
+    run_dir = tmp_path / "run"
+    build_run_dir(run_dir, tiny_bert, "TFAutoModelForSequenceClassification", {"num_labels": 2})
+    assert push.main([str(run_dir), "--hub_model_id", "alice/pushed", "--hub_token", TOKEN,
+                      "--hub_export", "pytorch"]) == 0
+    uploaded = hub.files("alice/pushed")
+    assert {"tf_model.h5", "pytorch/model.safetensors", "pytorch/config.json", "pytorch/tokenizer.json"} <= set(uploaded)
+    assert json.loads(uploaded["pytorch/config.json"])["architectures"] == ["BertForSequenceClassification"]

@@ -23,6 +23,8 @@ from tf_finetune.outputs import read_json, write_dir_atomic, write_text
 
 logger = logging.getLogger(__name__)
 
+PYTORCH_DIR = "pytorch"  # a run's PyTorch copy (--hub_export pytorch): a folder of its own, because transformers'
+# TF from_pretrained prefers a model.safetensors beside tf_model.h5 and cannot load PyTorch-format ones (4.57)
 FORMATS = ("pytorch", "savedmodel", "onnx")
 ONNX_UNSUPPORTED = ("--format onnx is not offered: tf2onnx 1.17, the TensorFlow-to-ONNX converter, leaves TensorFlow "
                     "2.21's GELU as an Erfc op that ONNX Runtime rejects, so the BERT graphs it writes do not load; "
@@ -62,6 +64,17 @@ def export(run_dir: str, format: str, output_dir: str, *, overwrite: bool = Fals
     else:
         write_dir_atomic(output_dir, lambda folder: _write_savedmodel(model, tokenizer, folder))
     logger.info("Wrote %s.", output_dir)
+
+
+def add_pytorch_weights(output_dir: str) -> str:
+    """Write the PyTorch export of a run into its own `output_dir/pytorch/` (what `--hub_export pytorch` uploads
+    with the run); returns that folder. PyTorch users load it with `from_pretrained(repo, subfolder="pytorch")`."""
+    folder = os.path.join(output_dir, PYTORCH_DIR)
+    from tf_finetune.models import load_tokenizer
+
+    model, tokenizer = load_run_model(output_dir), load_tokenizer(output_dir)
+    write_dir_atomic(folder, lambda staging: _write_pytorch(model, tokenizer, output_dir, staging))
+    return folder
 
 
 def check_request(run_dir: str, format: str, output_dir: str, overwrite: bool) -> None:
