@@ -205,6 +205,12 @@ class TrainConfig:
     hub_strategy: str = _arg("end", "When to upload: after every epoch or only at the end.", choices=["epoch", "end"],
                              changes_training=False, tunable=False)
 
+    # Export (tf_finetune/export.py)
+    hub_export: str = _arg("none", "Also write PyTorch weights (PyTorch parameter names, loadable by transformers v5) "
+                           "into output_dir/pytorch/ at the end, uploaded with --push_to_hub; load them with "
+                           "from_pretrained(repo, subfolder=\"pytorch\").", choices=["none", "pytorch"],
+                           changes_training=False, tunable=False)
+
     # Hyperparameter search
     tune: Optional[str] = _arg(None, "Run a KerasTuner search first.", choices=["random", "bayesian", "hyperband"],
                                tunable=False)

@@ -106,3 +106,23 @@ def save_pretrained_atomic(output_dir: str, *savables: Any) -> None:
             os.replace(os.path.join(staging, name), target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_dir_atomic(path: str, write: Callable[[str], None]) -> None:
+    """Call write(temp_folder) next to `path`, then put the folder in place of `path` (an old folder there is moved
+    aside first and removed after): a reader sees the old folder or the new one whole, never a half-written one."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.path.basename(path)}-")
+    old = None
+    try:
+        write(staging)
+        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders; give the usual permissions
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=f".old-{os.path.basename(path)}-")
+            os.replace(path, os.path.join(old, "previous"))
+        os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)

@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hub_model_id", help="Repository id (default: <user>/<output_dir name>).")
     parser.add_argument("--hub_token", help="Hub token (default: HF_TOKEN or the saved login).")
     parser.add_argument("--hub_private_repo", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--hub_export", choices=["none", "pytorch"], default="none",
+                        help="pytorch: first write PyTorch weights into OUTPUT_DIR/pytorch/ (loadable by transformers "
+                        "v5 with subfolder=\"pytorch\") so they are uploaded too.")
     return parser
 
 
@@ -34,6 +37,10 @@ def main(argv: Optional[Sequence[str]] = None, *, retry: Retry = Retry()) -> int
     token = resolve_token(args.hub_token)
     try:
         repo_id = prepare(args.output_dir, args.hub_model_id, token, args.hub_private_repo)
+        if args.hub_export == "pytorch":
+            from tf_finetune.export import add_pytorch_weights
+
+            logger.info("Wrote the PyTorch weights to %s.", add_pytorch_weights(args.output_dir))
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -31,6 +31,7 @@ from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_sh
 from tf_finetune.errors import UserError
 from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
 from tf_finetune.lora import add_lora, merged, parameter_counts, settings_for
+from tf_finetune.export import PYTORCH_DIR, add_pytorch_weights
 from tf_finetune.lora_files import ADAPTER_DIR, LoraAdapter
 from tf_finetune.models import (check_auto_class, check_model_fits, load_model, load_model_config, load_tokenizer,
                                 max_model_length)
@@ -366,6 +367,8 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
         logger.info("Wrote the test predictions to %s.", run.write_predictions())
     results.update(extra_results or {})
     run.save()
+    if config.hub_export == "pytorch":
+        logger.info("Wrote the PyTorch weights to %s.", add_pytorch_weights(output_dir))
     write_json(os.path.join(output_dir, "eval_results.json"), eval_results)
     for name, data in eval_files.items():
         write_json(os.path.join(output_dir, name), data)
@@ -473,7 +476,7 @@ def _remove_previous_run(output_dir: str) -> None:
     weights and adapter: a run saved as config + adapter must not find an earlier run's weights beside it)."""
     if not os.path.isdir(output_dir):
         return
-    for folder in (CHECKPOINT_DIR, ADAPTER_DIR):
+    for folder in (CHECKPOINT_DIR, ADAPTER_DIR, PYTORCH_DIR):
         shutil.rmtree(os.path.join(output_dir, folder), ignore_errors=True)
     leftovers = ["README.md", "eval_results.json", RESULTS_FILE, "history.json", "history.csv", "tf_model.h5",
                  CONFUSION_MATRIX_FILE, *REPORT_FILES]
