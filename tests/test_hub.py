@@ -16,7 +16,7 @@ from hub_server import TOKEN, HubServer, hub, hub_environment  # noqa: F401 - hu
 from tf_finetune import push
 from tf_finetune.errors import UserError
 from tf_finetune.hub import (HubUploader, Retry, check_push_access, push_command, resolve_token,
-                             write_model_card)
+                             write_model_card, write_model_card_for_run)
 
 FAST = Retry(attempts=3, initial_delay=0.01, max_delay=0.02)
 RESULTS = {"eval_accuracy": 0.875, "eval_loss": 0.31, "eval_runtime": 1.5, "train_loss": 0.42, "epoch": 3.0}
@@ -165,12 +165,57 @@ def test_model_card_metadata_and_sections(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["README.md"]
 
 
-def test_model_card_keeps_local_base_models_out_of_the_metadata(tmp_path: Path) -> None:
-    path = write_model_card(str(tmp_path), repo_id="alice/run", base_model=str(tmp_path), task_name=None,
-                            dataset_name=None, metrics={}, hyperparameters={})
-    card = ModelCard.load(path)
-    assert card.data.base_model is None and card.data.eval_results is None
-    assert "No evaluation results." in card.text
+def write_run(folder: Path, **run_config) -> Path:
+    """A finished run's files that its model card is written from (the main metric, eval_accuracy, listed last)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run_config.json").write_text(json.dumps(run_config))
+    (folder / "all_results.json").write_text(json.dumps({"eval_loss": 0.31, "eval_f1": 0.5, "eval_accuracy": 0.875}))
+    (folder / "run_info.json").write_text(json.dumps({"monitor": "eval_accuracy"}))
+    return folder
+
+
+def local_checkpoint(folder: Path, card: str = "", name_or_path: str = "") -> str:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "bert", "_name_or_path": name_or_path}))
+    if card:
+        (folder / "README.md").write_text(card)
+    return str(folder)
+
+
+@pytest.mark.parametrize("card, name_or_path, base_model_id, expected", [
+    ("# all-MiniLM-L6-v2\n\nmodel = AutoModel.from_pretrained('sentence-transformers/all-MiniLM-L6-v2')\n"
+     "base = AutoModel.from_pretrained('nreimers/MiniLM-L6-H384-uncased')\n", "nreimers/MiniLM-L6-H384-uncased",
+     None, "sentence-transformers/all-MiniLM-L6-v2"),  # the PyPI MiniLM: its card names it, its config its base
+    ("", "google-bert/bert-base-uncased", None, "google-bert/bert-base-uncased"),
+    ("", "/home/me/models/bert", None, None),
+    ("", "", "alice/my-bert", "alice/my-bert"),
+])
+def test_a_card_never_shows_a_local_path(tmp_path, card, name_or_path, base_model_id, expected):
+    checkpoint = local_checkpoint(tmp_path / "models" / "all-MiniLM-L6-v2", card, name_or_path)
+    run = write_run(tmp_path / "run", task="text-classification", model_name_or_path=checkpoint,
+                    base_model_id=base_model_id)
+    card = ModelCard.load(write_model_card_for_run(str(run), "alice/run"))
+    assert card.data.base_model == expected
+    assert str(tmp_path) not in card.content and "/home/me" not in card.content
+    assert (f"fine-tuned version of [{expected}](https://huggingface.co/{expected})" if expected else
+            "fine-tuned version of a local checkpoint") in card.text
+
+
+def test_a_glue_card_names_the_hub_dataset_lists_what_applies_and_leads_with_the_main_metric(tmp_path):
+    run = write_run(tmp_path / "run", task="sst2", data_dir="/data/glue",
+                    model_name_or_path="google-bert/bert-base-uncased", max_seq_length=128, learning_rate=2e-5, block_size=128, mlm_probability=0.15, doc_stride=128,
+                    packing=False, lora_rank=0, lora_alpha=None)
+    card = ModelCard.load(write_model_card_for_run(str(run), "alice/run"))
+    assert card.data.datasets == ["nyu-mll/glue"] and card.data.pipeline_tag == "text-classification"
+    assert {(r.dataset_type, r.dataset_config) for r in card.data.eval_results} == {("nyu-mll/glue", "sst2")}
+    assert [r.metric_type for r in card.data.eval_results] == ["accuracy", "loss", "f1"]
+    assert "| max_seq_length | 128 |" in card.text and "| learning_rate | 2e-05 |" in card.text
+    for other_tasks in ("block_size", "mlm_probability", "doc_stride", "packing", "lora_"):
+        assert other_tasks not in card.text
+    lora = write_run(tmp_path / "lora", task="mlm", model_name_or_path="google-bert/bert-base-uncased",
+                     max_seq_length=128, block_size=64, mlm_probability=0.2, lora_rank=8, lora_alpha=16)
+    text = ModelCard.load(write_model_card_for_run(str(lora), "alice/lora")).text
+    assert "| block_size | 64 |" in text and "| lora_rank | 8 |" in text and "max_seq_length" not in text
 
 
 def test_push_uploads_an_output_dir_with_a_regenerated_card(hub: HubServer, output_dir: Path, capsys) -> None:

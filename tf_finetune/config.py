@@ -18,7 +18,9 @@ SECRET_FIELDS = ("hub_token",)
 #   changes_training: whether the field changes what training computes (False: a resumed run or search may differ)
 #   tunable: whether a search may vary it
 #   card: whether the model card lists it among the hyperparameters
-FIELD_FACTS = {"changes_training": True, "tunable": True, "card": False}
+#   tasks: the tasks it applies to (None: all); not_tasks: tasks it does not apply to
+#   needs: a field that must be set (truthy) for it to apply, e.g. LoRA settings need lora_rank
+FIELD_FACTS = {"changes_training": True, "tunable": True, "card": False, "tasks": None, "not_tasks": (), "needs": None}
 
 
 def _arg(default: Any, help: str, *, changes_training: bool = True, tunable: bool = True, card: bool = False,
@@ -33,6 +35,13 @@ def _arg(default: Any, help: str, *, changes_training: bool = True, tunable: boo
 def field_fact(name: str, fact: str) -> Any:
     """A fact (see FIELD_FACTS) about the TrainConfig field `name`."""
     return _FIELDS[name].metadata.get(fact, FIELD_FACTS[fact])
+
+
+def field_applies(name: str, values: dict[str, Any]) -> bool:
+    """Whether the field `name` applies to a run with these field values (its task, and the field it needs)."""
+    tasks, task, needs = field_fact(name, "tasks"), values.get("task"), field_fact(name, "needs")
+    return ((tasks is None or task in tasks) and task not in field_fact(name, "not_tasks")
+            and (needs is None or bool(values.get(needs))))
 
 
 def fields_where(fact: str, value: Any = True) -> list[str]:
@@ -65,7 +74,8 @@ class TrainConfig:
     text_column: Optional[list[str]] = _arg(None, "One text column, or two for sentence pairs "
                                             "(e.g. --text_column premise hypothesis).", nargs="+")
     label_column: str = _arg("label", "Label column of your own data.")
-    max_seq_length: int = _arg(128, "Longest tokenised input; longer inputs are truncated.", card=True)
+    max_seq_length: int = _arg(128, "Longest tokenised input; longer inputs are truncated.", card=True,
+                               not_tasks=("mlm", "clm"))
     max_train_samples: Optional[int] = _arg(None, "Use only the first N training examples.", tunable=False)
     max_eval_samples: Optional[int] = _arg(None, "Use only the first N validation examples.")
     max_predict_samples: Optional[int] = _arg(None, "Use only the first N test examples.", changes_training=False)
@@ -78,9 +88,11 @@ class TrainConfig:
     preprocessing_num_workers: Optional[int] = _arg(None, "Processes for tokenisation.", changes_training=False)
 
     # Language modelling
-    mlm_probability: float = _arg(0.15, "Share of tokens masked for masked language modelling.", card=True)
+    mlm_probability: float = _arg(0.15, "Share of tokens masked for masked language modelling.", card=True,
+                                  tasks=("mlm",))
     block_size: int = _arg(128, "Length of the token blocks that texts are concatenated and cut into (lowered, "
-                           "with a warning, to the longest input the model accepts).", card=True)
+                           "with a warning, to the longest input the model accepts).", card=True,
+                           tasks=("mlm", "clm"))
     line_by_line: bool = _arg(False, "Treat each line as one example (truncated to --block_size) instead of "
                               "concatenating texts.")
 
@@ -94,7 +106,7 @@ class TrainConfig:
 
     # Extractive question answering (qa)
     doc_stride: int = _arg(128, "Tokens shared by consecutive windows when a context is longer than "
-                           "--max_seq_length.", card=True)
+                           "--max_seq_length.", card=True, tasks=("qa",))
     max_answer_length: int = _arg(30, "Longest answer, in tokens, that post-processing accepts.")
     n_best_size: int = _arg(20, "Start and end logits considered per window when choosing the answer span.")
     version_2_with_negative: bool = _arg(False, "SQuAD v2.0: some questions have no answer in their context.",
@@ -117,9 +129,9 @@ class TrainConfig:
                                         "the tokenizer's own template, else ChatML closing each turn with the "
                                         "tokenizer's end-of-sequence token).")
     train_on_prompt: bool = _arg(False, "Also train on the prompts' tokens (system and user turns and the template's "
-                                 "markup), not only on the assistant's answers.", card=True)
+                                 "markup), not only on the assistant's answers.", card=True, tasks=("chat",))
     packing: bool = _arg(False, "Pack several short training conversations into one row of up to --max_seq_length "
-                         "tokens (each keeps its own loss mask).", card=True)
+                         "tokens (each keeps its own loss mask).", card=True, tasks=("chat",))
     generation_eval: int = _arg(0, "After each epoch, answer the first N validation prompts and write the answers to "
                                 "generations_epoch<k>.jsonl.", changes_training=False, tunable=False)
     max_new_tokens: int = _arg(64, "Longest answer --generation_eval generates, in tokens.", changes_training=False,
@@ -136,16 +148,18 @@ class TrainConfig:
 
     # LoRA
     lora_rank: int = _arg(0, "LoRA rank: train low-rank adapters on --lora_target_modules (and the modules to save) "
-                          "instead of every weight; 0: full fine-tuning.", card=True)
+                          "instead of every weight; 0: full fine-tuning.", card=True, needs="lora_rank")
     lora_alpha: Optional[float] = _arg(None, "LoRA alpha: the adapters' update is scaled by alpha/rank (default: "
-                                       "twice the rank).", card=True)
-    lora_dropout: Optional[float] = _arg(None, "Dropout on the adapters' inputs (default 0).", card=True)
+                                       "twice the rank).", card=True, needs="lora_rank")
+    lora_dropout: Optional[float] = _arg(None, "Dropout on the adapters' inputs (default 0).", card=True,
+                                         needs="lora_rank")
     lora_target_modules: Optional[list[str]] = _arg(None, "Dense layers to adapt, matched against the end of their "
                                                     "module paths (default per architecture: BERT query value, "
                                                     "DistilBERT q_lin v_lin, Mistral q_proj v_proj).", nargs="+",
-                                                    card=True)
+                                                    card=True, needs="lora_rank")
     modules_to_save: Optional[list[str]] = _arg(None, "Modules trained in full next to the adapters (default: the "
-                                                "task head, e.g. classifier).", nargs="+", card=True)
+                                                "task head, e.g. classifier).", nargs="+", card=True,
+                                                needs="lora_rank")
     lora_merge: bool = _arg(True, "Save the model with the adapters merged into its weights (loadable with "
                             "from_pretrained); false: save the adapter and a reference to the base model only. "
                             "adapter/ holds the adapter in the PEFT format either way.",
@@ -201,6 +215,10 @@ class TrainConfig:
     hub_token: Optional[str] = field(default=None, repr=False, metadata={
         "help": "Hub token (default: HF_TOKEN or the saved login). Never saved or shown.", "changes_training": False,
         "tunable": False})
+    base_model_id: Optional[str] = _arg(None, "The Hub id of the model fine-tuned, for the model card, when "
+                                        "--model_name_or_path is a local folder (default: the id found in that "
+                                        "checkpoint's own card or config; a local path never goes into a card).",
+                                        changes_training=False, tunable=False)
     hub_private_repo: bool = _arg(False, "Create the repository as private.", changes_training=False, tunable=False)
     hub_strategy: str = _arg("end", "When to upload: after every epoch or only at the end.", choices=["epoch", "end"],
                              changes_training=False, tunable=False)

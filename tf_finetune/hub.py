@@ -8,6 +8,7 @@ import itertools
 import logging
 import numbers
 import os
+import re
 import shlex
 import socket
 import threading
@@ -22,7 +23,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.errors import HFValidationError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 
-from tf_finetune.config import SECRET_FIELDS, fields_where
+from tf_finetune.config import SECRET_FIELDS, field_applies, fields_where
 from tf_finetune.errors import UserError
 from tf_finetune.outputs import read_json, write_text
 
@@ -241,12 +242,14 @@ class HubUploader:
 def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str], task_name: Optional[str],
                      dataset_name: Optional[str], metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any],
                      task_type: Optional[str] = None, dataset_config: Optional[str] = None,
-                     license: Optional[str] = None, method: Optional[str] = None) -> str:
+                     license: Optional[str] = None, method: Optional[str] = None,
+                     main_metric: Optional[str] = None) -> str:
     """Write `output_dir/README.md`: Hub metadata (model-index with the eval metrics) and a readable summary.
 
     Args:
         repo_id: the Hub repository the card describes.
-        base_model: the model fine-tuned (a Hub id goes into the metadata; a local path only into the text).
+        base_model: the Hub id of the model fine-tuned (None: "a local checkpoint"; a local path never goes into a
+            card, see base_model_hub_id).
         task_name: the tf-finetune task, e.g. "sst2".
         dataset_name: the Hub dataset trained on, if any.
         metrics: results as in all_results.json; the `eval_*` ones go into the model-index.
@@ -255,24 +258,29 @@ def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str]
         dataset_config: the dataset's configuration name.
         license: the license id, when known.
         method: a paragraph on how it was trained, when not in full (e.g. LoRA's settings).
+        main_metric: the result that picked the best epoch (e.g. eval_accuracy): first in the model-index.
 
     Returns the path written. The file is replaced atomically.
     """
-    hub_base_model = base_model if base_model and _is_hub_id(base_model) else None
+    if base_model is not None and not _is_hub_id(base_model):
+        raise ValueError(f"base_model must be a Hub id, got the local path {base_model}")
     dataset = dataset_name or task_name or "custom"
+    scores = _eval_metrics(metrics)
+    first = (main_metric or "")[len("eval_"):] if (main_metric or "").startswith("eval_") else main_metric
+    names = sorted(scores, key=lambda name: name != first)  # stable: the others keep their order
     eval_results = [
         EvalResult(task_type=task_type or task_name or "other", task_name=task_name, dataset_type=dataset,
                    dataset_name=dataset, dataset_config=dataset_config, dataset_split="validation",
-                   metric_type=name, metric_name=name, metric_value=value)
-        for name, value in _eval_metrics(metrics).items()
+                   metric_type=name, metric_name=name, metric_value=scores[name])
+        for name in names
     ]
     card_data = ModelCardData(
-        license=license, base_model=hub_base_model, library_name="transformers", pipeline_tag=task_type,
+        license=license, base_model=base_model, library_name="transformers", pipeline_tag=task_type,
         tags=[tag for tag in ("tensorflow", "tf-keras", "tf-finetune", task_name) if tag],
         datasets=[dataset_name] if dataset_name else None,
         model_name=repo_id.split("/")[-1], eval_results=eval_results or None,
     )
-    body = _card_body(repo_id, base_model, hub_base_model, task_name, dataset_name, metrics, hyperparameters, method)
+    body = _card_body(repo_id, base_model, task_name, dataset_name, metrics, hyperparameters, method)
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
     path = os.path.join(output_dir, "README.md")
     write_text(path, str(card))
@@ -300,13 +308,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _card_body(repo_id: str, base_model: Optional[str], hub_base_model: Optional[str], task_name: Optional[str],
-               dataset_name: Optional[str], metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any],
-               method: Optional[str] = None) -> str:
+def _card_body(repo_id: str, base_model: Optional[str], task_name: Optional[str], dataset_name: Optional[str],
+               metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any], method: Optional[str] = None) -> str:
     """The Markdown part of the model card."""
-    model = f"[{hub_base_model}](https://huggingface.co/{hub_base_model})" if hub_base_model else f"`{base_model}`"
-    origin = f"a fine-tuned version of {model}" if base_model else "a fine-tuned model"
-    data = f" on the {dataset_name} dataset" if dataset_name else ""
+    model = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "a local checkpoint"
+    origin = f"a fine-tuned version of {model}"
+    data = f" on the [{dataset_name}](https://huggingface.co/datasets/{dataset_name}) dataset" if dataset_name else ""
     task = f" for the {task_name} task" if task_name else ""
     results = {key: value for key, value in metrics.items() if _is_number(value)}
     settings = {key: value for key, value in hyperparameters.items() if not _is_secret(key) and value is not None}
@@ -349,19 +356,45 @@ def _framework_versions() -> dict[str, str]:
     return versions
 
 
-def write_model_card_for_run(output_dir: str, repo_id: str, task_type: Optional[str] = None) -> Optional[str]:
-    """Write the model card of a finished run from its run_config.json and all_results.json (None if neither)."""
+def write_model_card_for_run(output_dir: str, repo_id: str) -> Optional[str]:
+    """Write the model card of a finished run from its run_config.json, all_results.json and run_info.json (None if
+    it has neither of the first two). Only the settings that apply to the run's task are listed."""
     from tf_finetune.lora_files import describe_lora
+    from tf_finetune.tasks import get_task, list_tasks
 
-    paths = [os.path.join(output_dir, name) for name in ("all_results.json", "run_config.json")]
-    results, run_config = (read_json(path) if os.path.isfile(path) else None for path in paths)
+    paths = [os.path.join(output_dir, name) for name in ("all_results.json", "run_config.json", "run_info.json")]
+    results, run_config, info = (read_json(path) if os.path.isfile(path) else None for path in paths)
     if results is None and run_config is None:
         return None
-    run_config, results = run_config or {}, results or {}
-    hyperparameters = {key: run_config[key] for key in fields_where("card") if key in run_config}
+    run_config, results, info = run_config or {}, results or {}, info or {}
+    hyperparameters = {key: run_config[key] for key in fields_where("card")
+                       if key in run_config and field_applies(key, run_config)}
     hyperparameters.update(results.get("best_hyperparameters") or {})
-    return write_model_card(output_dir, repo_id=repo_id, base_model=run_config.get("model_name_or_path"),
-                            task_name=run_config.get("task"), dataset_name=run_config.get("dataset_name"),
-                            dataset_config=run_config.get("dataset_config_name"), metrics=results,
-                            hyperparameters=hyperparameters, task_type=task_type,
-                            method=describe_lora(run_config, results))
+    task = get_task(run_config["task"]) if run_config.get("task") in list_tasks() else None
+    dataset, dataset_config = (task.hub_dataset(run_config) if task else
+                               (run_config.get("dataset_name"), run_config.get("dataset_config_name")))
+    base_model = run_config.get("base_model_id") or base_model_hub_id(run_config.get("model_name_or_path"))
+    return write_model_card(output_dir, repo_id=repo_id, base_model=base_model, task_name=run_config.get("task"),
+                            dataset_name=dataset, dataset_config=dataset_config, metrics=results,
+                            hyperparameters=hyperparameters, task_type=task.pipeline_tag if task else None,
+                            method=describe_lora(run_config, results), main_metric=info.get("monitor"))
+
+
+def base_model_hub_id(name_or_path: Optional[str]) -> Optional[str]:
+    """The Hub id of a checkpoint: itself when it is one; for a local folder, the id its own model card loads it by
+    (a `from_pretrained('<id>')` whose name is the card's title), else its config's `_name_or_path` when that is a
+    Hub id; None when neither says."""
+    if not name_or_path:
+        return None
+    if _is_hub_id(name_or_path):
+        return name_or_path
+    card = os.path.join(name_or_path, "README.md")
+    if os.path.isfile(card):
+        text = open(card, encoding="utf-8", errors="replace").read()
+        title = re.search(r"^# +(\S+)\s*$", text, flags=re.MULTILINE)
+        for found in re.findall(r"""\(\s*['"]([\w.-]+/[\w.-]+)['"]""", text):
+            if title and found.split("/")[-1] == title.group(1) and _is_hub_id(found):
+                return found
+    config = os.path.join(name_or_path, "config.json")
+    named = read_json(config).get("_name_or_path") if os.path.isfile(config) else None
+    return named if named and named.count("/") == 1 and _is_hub_id(named) else None

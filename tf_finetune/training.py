@@ -379,7 +379,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     write_run_info(output_dir, run_info(strategy, started_at, *monitor, eval_runtime))
     _write_report(output_dir)
     repo_id = uploader.repo_id if uploader else config.hub_model_id or os.path.basename(os.path.abspath(output_dir))
-    write_model_card_for_run(output_dir, repo_id, task_type=run.task.pipeline_tag)
+    write_model_card_for_run(output_dir, repo_id)
     if uploader:
         uploader.push("End of training")
         if uploader.wait():

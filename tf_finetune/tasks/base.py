@@ -102,6 +102,11 @@ class Task(abc.ABC):
         {file name: JSON data} that the run folder keeps (e.g. CONFUSION_MATRIX_FILE). By default: no files."""
         return self.evaluate(model, tf_dataset, split, config), {}
 
+    def hub_dataset(self, run_config: dict[str, Any]) -> tuple[str | None, str | None]:
+        """The Hub dataset (id, configuration) a run with these settings (run_config.json) trained on, for its model
+        card: --dataset_name's; (None, None) for local files."""
+        return run_config.get("dataset_name"), run_config.get("dataset_config_name")
+
     def training_callbacks(self, tokenizer: "PreTrainedTokenizerBase", splits: dict[str, TaskSplit],
                            config: "TrainConfig") -> list[Any]:
         """Keras callbacks of the task's own that training adds after the run's (e.g. chat's generation samples)."""

@@ -81,6 +81,10 @@ class GlueTask(SequenceClassificationTask):
     def metrics(self, config: "TrainConfig", regression: bool) -> list[tuple[str, Optional[str], dict[str, Any]]]:
         return [("glue", self.spec.hub_config, {})]
 
+    def hub_dataset(self, run_config: dict[str, Any]) -> tuple[Optional[str], Optional[str]]:
+        """nyu-mll/glue and the task's configuration, also when the run read a local copy (--data_dir)."""
+        return "nyu-mll/glue", self.spec.hub_config
+
     def main_metric(self, config: "TrainConfig", model_config: "PretrainedConfig") -> tuple[str, bool]:
         return f"eval_{self.spec.metric_names[0]}", True
 
