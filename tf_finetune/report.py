@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from tf_finetune.config import fields_where
+from tf_finetune.config import field_applies, fields_where
 from tf_finetune.documents import Image, Section, Table, to_html, to_markdown
 from tf_finetune.errors import UserError
 from tf_finetune.outputs import read_json, write_text
@@ -113,7 +113,8 @@ def run_sections(run: RunFolder, curves_file: Optional[str]) -> list[Section]:
                 ("trainable parameters", results.get("trainable_parameters")),
                 ("total parameters", results.get("total_parameters"))]
     sections = [Section("Run", [Table(("", "value"), [row for row in overview if row[1] is not None])])]
-    hyperparameters = {key: config[key] for key in fields_where("card") if config.get(key) is not None}
+    hyperparameters = {key: config[key] for key in fields_where("card")
+                       if config.get(key) is not None and field_applies(key, config)}
     hyperparameters.update(results.get("best_hyperparameters") or {})
     sections.append(Section("Hyperparameters", [Table(("hyperparameter", "value"), list(hyperparameters.items()))]))
     curves: list[Any] = [Image(curves_file, "training curves")] if curves_file else []
