@@ -265,6 +265,7 @@ def test_hub_export_uploads_pytorch_weights_that_pytorch_loads_from_the_hub(hub,
     assert "model.safetensors" not in uploaded  # TF from_pretrained would prefer it and fail (transformers 4.57)
     weights = load(uploaded["pytorch/model.safetensors"])
     assert "classifier.weight" in weights and "bert.embeddings.word_embeddings.weight" in weights
+    assert 'AutoModel.from_pretrained("alice/sst-tiny", subfolder="pytorch")' in uploaded["README.md"].decode()
 
     result = subprocess.run([sys.executable, "-c", HUB_PYTORCH_CHECK, "alice/sst-tiny", TOKEN], capture_output=True,
                             text=True, timeout=600, env={**hub_environment(hub.url, str(tmp_path / "home")),

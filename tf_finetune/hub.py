@@ -243,7 +243,7 @@ def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str]
                      dataset_name: Optional[str], metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any],
                      task_type: Optional[str] = None, dataset_config: Optional[str] = None,
                      license: Optional[str] = None, method: Optional[str] = None,
-                     main_metric: Optional[str] = None) -> str:
+                     main_metric: Optional[str] = None, pytorch_subfolder: Optional[str] = None) -> str:
     """Write `output_dir/README.md`: Hub metadata (model-index with the eval metrics) and a readable summary.
 
     Args:
@@ -259,6 +259,7 @@ def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str]
         license: the license id, when known.
         method: a paragraph on how it was trained, when not in full (e.g. LoRA's settings).
         main_metric: the result that picked the best epoch (e.g. eval_accuracy): first in the model-index.
+        pytorch_subfolder: the repository folder holding PyTorch weights (--hub_export pytorch), if any.
 
     Returns the path written. The file is replaced atomically.
     """
@@ -280,7 +281,8 @@ def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str]
         datasets=[dataset_name] if dataset_name else None,
         model_name=repo_id.split("/")[-1], eval_results=eval_results or None,
     )
-    body = _card_body(repo_id, base_model, task_name, dataset_name, metrics, hyperparameters, method)
+    body = _card_body(repo_id, base_model, task_name, dataset_name, metrics, hyperparameters, method,
+                      _usage(repo_id, task_type, pytorch_subfolder))
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
     path = os.path.join(output_dir, "README.md")
     write_text(path, str(card))
@@ -308,8 +310,21 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _usage(repo_id: str, task_type: Optional[str], pytorch_subfolder: Optional[str]) -> str:
+    """How to load the model: with TensorFlow (transformers 4.x), and with PyTorch when the repository has weights
+    for it (transformers v5 has no TensorFlow)."""
+    tf_code = f'from transformers import TFAutoModel\n\nmodel = TFAutoModel.from_pretrained("{repo_id}")'
+    text = f"With TensorFlow (transformers 4.x):\n\n```python\n{tf_code}\n```"
+    if pytorch_subfolder:
+        pt_code = (f'from transformers import AutoModel\n\nmodel = AutoModel.from_pretrained("{repo_id}", '
+                   f'subfolder="{pytorch_subfolder}")')
+        text += f"\n\nWith PyTorch (transformers 4.x or v5):\n\n```python\n{pt_code}\n```"
+    return text
+
+
 def _card_body(repo_id: str, base_model: Optional[str], task_name: Optional[str], dataset_name: Optional[str],
-               metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any], method: Optional[str] = None) -> str:
+               metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any], method: Optional[str] = None,
+               usage: str = "") -> str:
     """The Markdown part of the model card."""
     model = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "a local checkpoint"
     origin = f"a fine-tuned version of {model}"
@@ -325,6 +340,7 @@ def _card_body(repo_id: str, base_model: Optional[str], task_name: Optional[str]
         "## Intended use\n\n"
         f"Use it for {task_name or 'the task it was trained on'} on text like its training data. It was evaluated "
         "only on the validation data below: check it on your own data before relying on it.",
+        "## How to use\n\n" + usage,
         "## Training hyperparameters\n\n" + _table(("Hyperparameter", "Value"), settings),
         "## Results\n\n" + (_table(("Metric", "Value"), results) if results else "No evaluation results."),
         "## Framework versions\n\n" + "\n".join(versions),
@@ -359,6 +375,7 @@ def _framework_versions() -> dict[str, str]:
 def write_model_card_for_run(output_dir: str, repo_id: str) -> Optional[str]:
     """Write the model card of a finished run from its run_config.json, all_results.json and run_info.json (None if
     it has neither of the first two). Only the settings that apply to the run's task are listed."""
+    from tf_finetune.export import PYTORCH_DIR
     from tf_finetune.lora_files import describe_lora
     from tf_finetune.tasks import get_task, list_tasks
 
@@ -377,7 +394,9 @@ def write_model_card_for_run(output_dir: str, repo_id: str) -> Optional[str]:
     return write_model_card(output_dir, repo_id=repo_id, base_model=base_model, task_name=run_config.get("task"),
                             dataset_name=dataset, dataset_config=dataset_config, metrics=results,
                             hyperparameters=hyperparameters, task_type=task.pipeline_tag if task else None,
-                            method=describe_lora(run_config, results), main_metric=info.get("monitor"))
+                            method=describe_lora(run_config, results), main_metric=info.get("monitor"),
+                            pytorch_subfolder=PYTORCH_DIR if os.path.isdir(os.path.join(output_dir, PYTORCH_DIR))
+                            else None)
 
 
 def base_model_hub_id(name_or_path: Optional[str]) -> Optional[str]:

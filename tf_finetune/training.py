@@ -29,9 +29,9 @@ from tf_finetune.distribute import (describe_strategy, is_chief, needs_static_sh
                                     resolve_strategy, static_shape_dataset, use_xla, with_input_options,
                                     with_loss_scaling, worker_scratch_dir)
 from tf_finetune.errors import UserError
+from tf_finetune.export import PYTORCH_DIR, add_pytorch_weights
 from tf_finetune.hub import HubUploader, check_push_access, push_command, write_model_card_for_run
 from tf_finetune.lora import add_lora, merged, parameter_counts, settings_for
-from tf_finetune.export import PYTORCH_DIR, add_pytorch_weights
 from tf_finetune.lora_files import ADAPTER_DIR, LoraAdapter
 from tf_finetune.models import (check_auto_class, check_model_fits, load_model, load_model_config, load_tokenizer,
                                 max_model_length)
