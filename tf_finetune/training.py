@@ -36,8 +36,10 @@ from tf_finetune.models import (check_auto_class, check_model_fits, load_model, 
 from tf_finetune.optimizer import build_optimizer
 from tf_finetune.outputs import (check_free_space, check_output_dir, read_json, save_pretrained_atomic,
                                  write_json)
+from tf_finetune.step_log import StepLogCallback
 from tf_finetune.tasks import get_task
 from tf_finetune.tasks.base import Task, TaskSplit, lower_is_better
+from tf_finetune.trackers import TrackerCallback, build_trackers, logging_dir, remove_run_logs
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,7 @@ class FineTuneRun:
         Building a run clears tf-keras' global session first: a notebook that builds run after run keeps the memory
         of one (earlier runs' models still work, they only lose Keras' cached graph state)."""
         config.validate()
+        self.trackers = build_trackers(config)  # --report_to's trackers, unstarted (a missing package fails here)
         tf_keras.backend.clear_session()
         gc.collect()
         self.config = config
@@ -173,8 +176,9 @@ class FineTuneRun:
     def callbacks(self, state: Optional[RunState] = None, checkpoint: bool = False, batch_offset: int = 0,
                   restore_best: bool = True) -> list[tf_keras.callbacks.Callback]:
         """The run's callbacks in order: metrics, best model / early stop, history, the task's own, divergence guard,
-        checkpoints (with `checkpoint`, as --save_strategy says; `batch_offset`: batches of a resumed epoch trained
-        before). `restore_best` false: the best weights are not put back when this fit ends (more training follows)."""
+        per-step log and trackers, checkpoints (with `checkpoint`, as --save_strategy says; `batch_offset`: batches
+        of a resumed epoch trained before). `restore_best` false: the best weights are not put back when this fit
+        ends (more training follows)."""
         state = state or RunState()
         output_dir = self.config.output_dir
         callbacks: list[tf_keras.callbacks.Callback] = []
@@ -187,6 +191,7 @@ class FineTuneRun:
         callbacks.append(HistoryCallback(state, output_dir))
         callbacks += self.task.training_callbacks(self.tokenizer, self.splits, self.config)
         callbacks.append(DivergenceGuard(state))
+        callbacks += self.logging_callbacks(state, resumed=batch_offset > 0)
         if checkpoint:
             callbacks.append(CheckpointCallback(
                 state, os.path.join(output_dir, CHECKPOINT_DIR), self.checkpoint(),
@@ -195,6 +200,13 @@ class FineTuneRun:
                 total_limit=self.config.save_total_limit, save_on_signal=self.config.save_on_signal,
                 batch_offset=batch_offset))
         return callbacks
+
+    def logging_callbacks(self, state: RunState, resumed: bool = False) -> list[tf_keras.callbacks.Callback]:
+        """The per-step log (log_history.json), then the trackers it and each epoch's results feed. `resumed`: the
+        first epoch continues a checkpointed one."""
+        step_log = StepLogCallback(state, self.config.output_dir, self.config.logging_steps, self.steps_per_epoch,
+                                   resumed=resumed)
+        return [step_log, TrackerCallback(self.trackers, state)] if self.trackers else [step_log]
 
     def checkpoint(self) -> tf.train.Checkpoint:
         """What a checkpoint holds of TensorFlow's state: model, optimizer, and the global and dropout generators."""
@@ -296,13 +308,14 @@ def train(config: TrainConfig, extra_callbacks: Optional[list[tf_keras.callbacks
         return _train(config, strategy, extra_callbacks, extra_results)
     resume_entries = () if config.overwrite_output_dir else (CHECKPOINT_DIR, RESULTS_FILE)
     with worker_scratch_dir(config.output_dir, resume_entries) as scratch:
-        return _train(config.replace(output_dir=scratch, push_to_hub=False), strategy, extra_callbacks, extra_results)
+        return _train(config.replace(output_dir=scratch, push_to_hub=False, report_to=["none"]), strategy,
+                      extra_callbacks, extra_results)
 
 
 def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
            extra_callbacks: Optional[list[tf_keras.callbacks.Callback]],
            extra_results: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """`train` on this worker, writing into config.output_dir."""
+    """`train` on this worker, writing into config.output_dir; its trackers are closed at the end (as failed when fit fails)."""
     output_dir = config.output_dir
     checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     check_output_dir(output_dir)
@@ -322,6 +335,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
                         state.epoch + 1, config.num_train_epochs, state.step_in_epoch, run.steps_per_epoch)
     if config.overwrite_output_dir:
         _remove_previous_run(output_dir)
+        remove_run_logs(logging_dir(config))
     uploader = _hub_uploader(config) if config.push_to_hub else None
     callbacks = [HubPushCallback(run.save, uploader)] if uploader and config.hub_strategy == "epoch" else []
     write_json(os.path.join(output_dir, "run_config.json"), config.to_dict())
@@ -329,7 +343,11 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     if config.do_train:
         start, start_step = time.perf_counter(), state.global_step
         if state.epoch < config.num_train_epochs and not state.stopped_early:
-            _fit(run, state, callbacks + list(extra_callbacks or []))
+            try:
+                _fit(run, state, callbacks + list(extra_callbacks or []))
+            except BaseException:
+                run.trackers.finish(failed=True)  # an interrupted or failed run is closed as such
+                raise
         elif config.load_best_model_at_end:
             restore_best_weights(run.model, checkpoint_dir, state)
         runtime = time.perf_counter() - start
@@ -355,6 +373,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
                                          for k, v in results.items()))
     repo_id = uploader.repo_id if uploader else config.hub_model_id or os.path.basename(os.path.abspath(output_dir))
     write_model_card_for_run(output_dir, repo_id, task_type=run.task.pipeline_tag)
+    run.trackers.finish(results, step=state.global_step, model_folder=output_dir)
     if uploader:
         uploader.push("End of training")
         if uploader.wait():
@@ -433,7 +452,8 @@ def _remove_previous_run(output_dir: str) -> None:
         return
     for folder in (CHECKPOINT_DIR, ADAPTER_DIR):
         shutil.rmtree(os.path.join(output_dir, folder), ignore_errors=True)
-    leftovers = ["README.md", "eval_results.json", RESULTS_FILE, "history.json", "history.csv", "tf_model.h5"]
+    leftovers = ["README.md", "eval_results.json", RESULTS_FILE, "history.json", "history.csv", "tf_model.h5",
+                 "log_history.json"]
     leftovers += [name for name in os.listdir(output_dir) if name.startswith(("predict_results_", "generations_"))]
     for name in leftovers:
         if os.path.exists(os.path.join(output_dir, name)):
