@@ -4,8 +4,8 @@ in the run state and in OUTPUT_DIR/log_history.json (per-epoch rows stay in hist
 - step: the global optimizer step (a batch is one optimizer step, with gradient accumulation too);
 - epoch: step / steps per epoch (fractional);
 - loss: the mean training loss since the previous record. Keras keeps the epoch's running mean in the `loss` metric
-  (a total and a count, reset every epoch and restored by a mid-epoch resume); its growth between two records is the
-  window's, so the mean holds across epoch ends and resumes;
+  (a total and a count, reset every epoch); its growth between two records, measured from what it held when each
+  epoch's first step began, is the window's, so the mean holds across epoch ends and mid-epoch resumes;
 - learning_rate: the rate the schedule gave the record's last step.
 
 The records and the open window live in the RunState, which checkpoints save: a resumed run keeps the records up to
@@ -26,17 +26,16 @@ LOG_HISTORY_FILE = "log_history.json"
 
 class StepLogCallback(tf_keras.callbacks.Callback):
     """Appends a record to `state.log_history` every `logging_steps` optimizer steps and writes log_history.json
-    at each epoch's end and at the end of training. `resumed`: the first epoch continues a checkpointed one (its
-    loss metric is put back as it was, so the window goes on)."""
+    at each epoch's end and at the end of training."""
 
-    def __init__(self, state: RunState, output_dir: str, logging_steps: int, steps_per_epoch: int,
-                 resumed: bool = False):
+    def __init__(self, state: RunState, output_dir: str, logging_steps: int, steps_per_epoch: int):
         super().__init__()
         self.state = state
         self.path = os.path.join(output_dir, LOG_HISTORY_FILE)
         self.logging_steps = logging_steps
         self.steps_per_epoch = steps_per_epoch
-        self.resumed = resumed
+        self.step = 0
+        self.epoch_started = False
 
     def on_train_begin(self, logs: Optional[dict] = None) -> None:
         self.step = int(self.model.optimizer.iterations.numpy())  # counted from here on: no read per batch
@@ -45,9 +44,13 @@ class StepLogCallback(tf_keras.callbacks.Callback):
             self.state.log_window = [0.0, 0.0, 0.0, 0.0]
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
-        if not self.resumed:  # Keras has reset the loss metric: the epoch's totals start again from zero
-            self.state.log_window[2:] = [0.0, 0.0]
-        self.resumed = False
+        self.epoch_started = False
+
+    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
+        if not self.epoch_started:  # the loss metric as the epoch starts: reset, or put back by a resume (or, not
+            # yet built by the first step, absent): what the window grows from
+            self.state.log_window[2:] = list(loss_totals(self.model))
+            self.epoch_started = True
 
     def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
         self.step += 1
@@ -78,8 +81,11 @@ class StepLogCallback(tf_keras.callbacks.Callback):
 
 
 def loss_totals(model: tf_keras.Model) -> tuple[float, float]:
-    """The epoch's summed training loss and its weight so far (the `loss` Mean metric's total and count)."""
-    metric = next(metric for metric in model.metrics if metric.name == "loss")
+    """The epoch's summed training loss and its weight so far (the `loss` Mean metric's total and count; zero before
+    the first step builds it)."""
+    metric = next((metric for metric in model.metrics if metric.name == "loss"), None)
+    if metric is None or not metric.variables:
+        return 0.0, 0.0
     return float(metric.total.numpy()), float(metric.count.numpy())
 
 

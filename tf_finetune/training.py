@@ -191,7 +191,7 @@ class FineTuneRun:
         callbacks.append(HistoryCallback(state, output_dir))
         callbacks += self.task.training_callbacks(self.tokenizer, self.splits, self.config)
         callbacks.append(DivergenceGuard(state))
-        callbacks += self.logging_callbacks(state, resumed=batch_offset > 0)
+        callbacks += self.logging_callbacks(state)
         if checkpoint:
             callbacks.append(CheckpointCallback(
                 state, os.path.join(output_dir, CHECKPOINT_DIR), self.checkpoint(),
@@ -201,11 +201,9 @@ class FineTuneRun:
                 batch_offset=batch_offset))
         return callbacks
 
-    def logging_callbacks(self, state: RunState, resumed: bool = False) -> list[tf_keras.callbacks.Callback]:
-        """The per-step log (log_history.json), then the trackers it and each epoch's results feed. `resumed`: the
-        first epoch continues a checkpointed one."""
-        step_log = StepLogCallback(state, self.config.output_dir, self.config.logging_steps, self.steps_per_epoch,
-                                   resumed=resumed)
+    def logging_callbacks(self, state: RunState) -> list[tf_keras.callbacks.Callback]:
+        """The per-step log (log_history.json), then the trackers it and each epoch's results feed."""
+        step_log = StepLogCallback(state, self.config.output_dir, self.config.logging_steps, self.steps_per_epoch)
         return [step_log, TrackerCallback(self.trackers, state)] if self.trackers else [step_log]
 
     def checkpoint(self) -> tf.train.Checkpoint:
