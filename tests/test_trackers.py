@@ -194,3 +194,12 @@ def test_report_to_errors_are_one_line_before_training(config, monkeypatch):
 def test_tensorboard_is_the_default_tracker():
     assert TrainConfig().report_to == ["tensorboard"]
     assert TrainConfig(report_to="mlflow").report_to == ["mlflow"]  # a config file's single name
+
+
+def test_callbacks_come_in_their_documented_order(config):
+    run = FineTuneRun(config.replace(report_to=["tensorboard"]))
+    run.compile()
+    names = [type(callback).__name__ for callback in run.callbacks(checkpoint=True)]
+    assert names == ["EvaluationCallback", "BestModelCallback", "HistoryCallback", "DivergenceGuard",
+                     "StepLogCallback", "TrackerCallback", "CheckpointCallback"]
+    assert "TrackerCallback" not in [type(c).__name__ for c in FineTuneRun(config).callbacks()]  # report_to none
