@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import json
 import os
 import typing
@@ -21,6 +22,8 @@ SECRET_FIELDS = ("hub_token",)
 #   tasks: the tasks it applies to (None: all); not_tasks: tasks it does not apply to
 #   needs: a field that must be set (truthy) for it to apply, e.g. LoRA settings need lora_rank
 FIELD_FACTS = {"changes_training": True, "tunable": True, "card": False, "tasks": None, "not_tasks": (), "needs": None}
+# --report_to's default: TensorBoard, which ships with TensorFlow, when its package is there.
+DEFAULT_REPORT_TO = ["tensorboard"] if importlib.util.find_spec("tensorboard") else ["none"]
 
 
 def _arg(default: Any, help: str, *, changes_training: bool = True, tunable: bool = True, card: bool = False,
@@ -207,6 +210,22 @@ class TrainConfig:
                                   "checkpoints kept (model and optimizer state each, plus the one being written).",
                                   changes_training=False, tunable=False)
 
+    # Experiment trackers and the per-step log (tf_finetune.trackers, tf_finetune.step_log)
+    report_to: list[str] = _arg(DEFAULT_REPORT_TO, "Experiment trackers to send the run's configuration, "
+                                "per-step and per-epoch scalars, final results (and, for MLflow, the model) to: "
+                                "tensorboard (logs in --logging_dir), mlflow (MLFLOW_TRACKING_URI, else "
+                                "OUTPUT_DIR/mlruns), wandb (offline into OUTPUT_DIR/wandb unless logged in), all "
+                                "(every installed one) or none. Default: tensorboard when installed, else none.",
+                                nargs="+", choices=["none", "tensorboard", "mlflow", "wandb", "all"],
+                                changes_training=False, tunable=False)
+    logging_steps: int = _arg(10, "Optimizer steps between records of the training loss and learning rate "
+                              "(log_history.json and the trackers). 10, not the Hugging Face Trainer's 500, so "
+                              "a one-epoch run of ~60 steps still draws a curve.", changes_training=False,
+                              tunable=False)
+    logging_dir: Optional[str] = _arg(None, "TensorBoard log folder (default: OUTPUT_DIR/runs; a search puts each "
+                                      "trial's in a trial_<id> folder inside it).", changes_training=False,
+                                      tunable=False)
+
     # Hub
     push_to_hub: bool = _arg(False, "Upload the model, results and a model card to the Hub.",
                              changes_training=False, tunable=False)
@@ -258,6 +277,8 @@ class TrainConfig:
         for name, value in vars(self).items():  # accept pathlib paths wherever a path goes
             if isinstance(value, os.PathLike):
                 setattr(self, name, os.fspath(value))
+        if isinstance(self.report_to, str):  # report_to: tensorboard in a config file, as the HF Trainer takes it
+            self.report_to = [self.report_to]
 
     def validate(self) -> None:
         """Check values that need no model or data; raise UserError naming the field and the fix."""
@@ -265,7 +286,8 @@ class TrainConfig:
         self._check_choices()
         for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
                      "max_seq_length", "gradient_accumulation_steps", "block_size", "max_trials", "doc_stride",
-                     "max_answer_length", "n_best_size", "length_grouping_window", "max_new_tokens", "save_steps"):
+                     "max_answer_length", "n_best_size", "length_grouping_window", "max_new_tokens", "save_steps",
+                     "logging_steps"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name} must be a positive number, got {getattr(self, name)}.")
         if self.max_grad_norm < 0:
@@ -316,7 +338,8 @@ class TrainConfig:
         hints = typing.get_type_hints(TrainConfig)
         for name, hint in hints.items():
             value = getattr(self, name)
-            allowed = tuple(t for t in typing.get_args(hint) if t is not type(None)) or (hint,)
+            union = typing.get_origin(hint) is typing.Union  # Optional[...]; a bare list[str] is one type
+            allowed = tuple(t for t in typing.get_args(hint) if t is not type(None)) if union else (hint,)
             if value is None and type(None) in typing.get_args(hint):
                 continue
             expected = tuple(typing.get_origin(t) or t for t in allowed)
@@ -333,10 +356,11 @@ class TrainConfig:
         """Fields with a fixed set of values: the same one-line error from notebooks and config files as from flags."""
         for name, spec in _FIELDS.items():
             choices, value = spec.metadata.get("choices"), getattr(self, name)
-            if choices and value is not None and value not in choices:
-                close = difflib.get_close_matches(str(value), choices, n=1)
-                hint = f"did you mean '{close[0]}'? " if close else ""
-                raise UserError(f"{name} must be one of {', '.join(choices)}, got {value!r}; {hint}".rstrip("; "))
+            for item in value if isinstance(value, list) else [value]:  # a list field: each of its values
+                if choices and item is not None and item not in choices:
+                    close = difflib.get_close_matches(str(item), choices, n=1)
+                    hint = f"did you mean '{close[0]}'? " if close else ""
+                    raise UserError(f"{name} must be one of {', '.join(choices)}, got {item!r}; {hint}".rstrip("; "))
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, without secrets: what gets saved next to a run."""

@@ -40,8 +40,10 @@ from tf_finetune.outputs import (check_free_space, check_output_dir, read_json, 
                                  write_json)
 from tf_finetune.report import REPORT_FILES, write_report
 from tf_finetune.run_info import now, run_info, write_run_info
+from tf_finetune.step_log import StepLogCallback
 from tf_finetune.tasks import get_task
 from tf_finetune.tasks.base import CONFUSION_MATRIX_FILE, Task, TaskSplit, lower_is_better
+from tf_finetune.trackers import TrackerCallback, build_trackers, logging_dir, remove_run_logs
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class FineTuneRun:
         Building a run clears tf-keras' global session first: a notebook that builds run after run keeps the memory
         of one (earlier runs' models still work, they only lose Keras' cached graph state)."""
         config.validate()
+        self.trackers = build_trackers(config)  # --report_to's trackers, unstarted (a missing package fails here)
         tf_keras.backend.clear_session()
         gc.collect()
         self.config = config
@@ -177,9 +180,9 @@ class FineTuneRun:
     def callbacks(self, state: Optional[RunState] = None, checkpoint: bool = False, batch_offset: int = 0,
                   restore_best: bool = True) -> list[tf_keras.callbacks.Callback]:
         """The run's callbacks in order: metrics, best model / early stop, history, the task's own, divergence guard,
-        checkpoints (with `checkpoint`, as --save_strategy says; `batch_offset`: batches of a resumed epoch trained
-        before), progress lines off a terminal. `restore_best` false: the best weights are not put back when this fit
-        ends (more training follows)."""
+        per-step log and trackers, checkpoints (with `checkpoint`, as --save_strategy says; `batch_offset`: batches
+        of a resumed epoch trained before), progress lines off a terminal. `restore_best` false: the best weights
+        are not put back when this fit ends (more training follows)."""
         state = state or RunState()
         output_dir = self.config.output_dir
         callbacks: list[tf_keras.callbacks.Callback] = []
@@ -192,6 +195,7 @@ class FineTuneRun:
         callbacks.append(HistoryCallback(state, output_dir))
         callbacks += self.task.training_callbacks(self.tokenizer, self.splits, self.config)
         callbacks.append(DivergenceGuard(state))
+        callbacks += self.logging_callbacks(state)
         if checkpoint:
             callbacks.append(CheckpointCallback(
                 state, os.path.join(output_dir, CHECKPOINT_DIR), self.checkpoint(),
@@ -201,6 +205,11 @@ class FineTuneRun:
                 batch_offset=batch_offset))
         callbacks += progress_callbacks(self.config.verbose, batch_offset)
         return callbacks
+
+    def logging_callbacks(self, state: RunState) -> list[tf_keras.callbacks.Callback]:
+        """The per-step log (log_history.json), then the trackers it and each epoch's results feed."""
+        step_log = StepLogCallback(state, self.config.output_dir, self.config.logging_steps, self.steps_per_epoch)
+        return [step_log, TrackerCallback(self.trackers, state)] if self.trackers else [step_log]
 
     def checkpoint(self) -> tf.train.Checkpoint:
         """What a checkpoint holds of TensorFlow's state: model, optimizer, and the global and dropout generators."""
@@ -307,13 +316,15 @@ def train(config: TrainConfig, extra_callbacks: Optional[list[tf_keras.callbacks
         return _train(config, strategy, extra_callbacks, extra_results)
     resume_entries = () if config.overwrite_output_dir else (CHECKPOINT_DIR, RESULTS_FILE)
     with worker_scratch_dir(config.output_dir, resume_entries) as scratch:
-        return _train(config.replace(output_dir=scratch, push_to_hub=False), strategy, extra_callbacks, extra_results)
+        return _train(config.replace(output_dir=scratch, push_to_hub=False, report_to=["none"]), strategy,
+                      extra_callbacks, extra_results)
 
 
 def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
            extra_callbacks: Optional[list[tf_keras.callbacks.Callback]],
            extra_results: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """`train` on this worker, writing into config.output_dir."""
+    """`train` on this worker, writing into config.output_dir; its trackers are closed at the end (as failed when
+    fit fails)."""
     started = time.perf_counter()
     output_dir = config.output_dir
     checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
@@ -335,6 +346,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
                         state.epoch + 1, config.num_train_epochs, state.step_in_epoch, run.steps_per_epoch)
     if config.overwrite_output_dir:
         _remove_previous_run(output_dir)
+        remove_run_logs(logging_dir(config))
     uploader = _hub_uploader(config) if config.push_to_hub else None
     callbacks = [HubPushCallback(run.save, uploader)] if uploader and config.hub_strategy == "epoch" else []
     write_json(os.path.join(output_dir, "run_config.json"), config.to_dict())
@@ -342,7 +354,11 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     if config.do_train:
         start, start_step = time.perf_counter(), state.global_step
         if state.epoch < config.num_train_epochs and not state.stopped_early:
-            _fit(run, state, callbacks + list(extra_callbacks or []))
+            try:
+                _fit(run, state, callbacks + list(extra_callbacks or []))
+            except BaseException:
+                run.trackers.finish(failed=True)  # an interrupted or failed run is closed as such
+                raise
         elif config.load_best_model_at_end:
             restore_best_weights(run.model, checkpoint_dir, state)
         runtime = time.perf_counter() - start
@@ -380,6 +396,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     _write_report(output_dir)
     repo_id = uploader.repo_id if uploader else config.hub_model_id or os.path.basename(os.path.abspath(output_dir))
     write_model_card_for_run(output_dir, repo_id)
+    run.trackers.finish(results, step=state.global_step, model_folder=output_dir)
     if uploader:
         uploader.push("End of training")
         if uploader.wait():
@@ -479,7 +496,7 @@ def _remove_previous_run(output_dir: str) -> None:
     for folder in (CHECKPOINT_DIR, ADAPTER_DIR, PYTORCH_DIR):
         shutil.rmtree(os.path.join(output_dir, folder), ignore_errors=True)
     leftovers = ["README.md", "eval_results.json", RESULTS_FILE, "history.json", "history.csv", "tf_model.h5",
-                 CONFUSION_MATRIX_FILE, *REPORT_FILES]
+                 CONFUSION_MATRIX_FILE, "log_history.json", *REPORT_FILES]
     leftovers += [name for name in os.listdir(output_dir) if name.startswith(("predict_results_", "generations_"))]
     for name in leftovers:
         if os.path.exists(os.path.join(output_dir, name)):

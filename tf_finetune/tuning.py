@@ -43,6 +43,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_finetune.callbacks import EvaluationCallback, keras_verbosity, progress_callbacks
+from tf_finetune.checkpoints import RunState
 from tf_finetune.config import TrainConfig, field_fact
 from tf_finetune.distribute import describe_strategy, resolve_strategy
 from tf_finetune.errors import UserError
@@ -50,6 +51,7 @@ from tf_finetune.hub import check_push_access
 from tf_finetune.models import load_model_config, load_tokenizer
 from tf_finetune.outputs import read_json, write_json, write_text
 from tf_finetune.tasks import get_task
+from tf_finetune.trackers import logging_dir, remove_trial_logs, resolve_report_to
 from tf_finetune.training import RESULTS_FILE, FineTuneRun, resolve_monitor, train
 
 logger = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ def tune(config: TrainConfig) -> tuple[keras_tuner.Tuner, dict[str, Any]]:
     if not (config.do_train and config.do_eval):
         raise UserError("a search trains and evaluates every trial; drop --do_train false and --do_eval false.")
     space = build_search_space(config)
+    resolve_report_to(config.report_to)  # a tracker that is not installed fails now, not in the first trial
     if config.tune_retrain and not config.overwrite_output_dir and os.path.isfile(
             os.path.join(config.output_dir, RESULTS_FILE)):
         raise UserError(f"{config.output_dir} already holds a finished run ({RESULTS_FILE}); pass "
@@ -112,6 +115,8 @@ def tune(config: TrainConfig) -> tuple[keras_tuner.Tuner, dict[str, Any]]:
                         f"examples, fewer than the largest batch searched ({largest_batch} over all replicas); "
                         "raise it.")
     tuner = build_tuner(config, space, objective, train_samples, strategy)
+    if config.overwrite_output_dir:  # trials run again under the same ids: their old TensorBoard runs go
+        remove_trial_logs(logging_dir(config))
     tuner.search(verbose=config.verbose)
     best = best_hyperparameters(tuner)
     write_results(config, tuner, best)
@@ -263,10 +268,12 @@ class FineTuneTuner(keras_tuner.Tuner):
         super().__init__(**kwargs)
 
     def trial_config(self, trial: keras_tuner.engine.trial.Trial) -> TrainConfig:
-        """The TrainConfig a trial trains with: its hyperparameters on the search's share of the training data."""
+        """The TrainConfig a trial trains with: its hyperparameters on the search's share of the training data; its
+        TensorBoard run is `trial_<id>` in the search's logging_dir, so trials compare in the HParams dashboard."""
         return self.config.replace(**config_values(trial.hyperparameters.values), max_train_samples=self.train_samples,
                                    output_dir=self.get_trial_dir(trial.trial_id), do_predict=False,
-                                   push_to_hub=False)
+                                   push_to_hub=False,
+                                   logging_dir=os.path.join(logging_dir(self.config), f"trial_{trial.trial_id}"))
 
     def run_trial(self, trial: keras_tuner.engine.trial.Trial, *args: Any, **kwargs: Any) -> dict[str, float]:
         """Fine-tune and evaluate one configuration; the objective reaches the oracle after every epoch."""
@@ -278,17 +285,24 @@ class FineTuneTuner(keras_tuner.Tuner):
             logger.info("Trial %s: %d optimizer steps per epoch of %d examples (%s).", trial.trial_id,
                         run.steps_per_epoch, run.global_train_batch_size, describe_strategy(self.strategy))
             run.compile()
-            callbacks = [EvaluationCallback(run.evaluate), ReportCallback(self.oracle, trial.trial_id, self.objective)]
+            callbacks = [EvaluationCallback(run.evaluate), ReportCallback(self.oracle, trial.trial_id, self.objective),
+                         *run.logging_callbacks(RunState())]
             if config.early_stopping_patience:
                 callbacks.append(tf_keras.callbacks.EarlyStopping(monitor=self.objective.name,
                                                                   mode=self.objective.direction,
                                                                   patience=config.early_stopping_patience))
             callbacks += progress_callbacks(config.verbose)
-            run.model.fit(run.train_dataset, epochs=config.num_train_epochs, callbacks=callbacks,
-                          verbose=keras_verbosity(config.verbose))
+            try:
+                run.model.fit(run.train_dataset, epochs=config.num_train_epochs, callbacks=callbacks,
+                              verbose=keras_verbosity(config.verbose))
+            except BaseException:
+                run.trackers.finish(failed=True)
+                raise
         except UserError as error:
             raise TrialUserError(str(error)) from error
-        return {self.objective.name: recorded.metrics.get_best_value(self.objective.name)}
+        result = {self.objective.name: recorded.metrics.get_best_value(self.objective.name)}
+        run.trackers.finish(result, step=int(run.model.optimizer.iterations.numpy()))
+        return result
 
     def save(self) -> None:
         self.oracle.save()
