@@ -107,3 +107,15 @@ def test_cross_validation_chooses_c_from_the_grid():
     assert few.cv.n_splits == 3 and chosen_c(few) in C_GRID  # three examples per class: three folds
     with pytest.raises(UserError, match="at least two training examples"):
         fit_classifier(features[:3], np.array([0, 1, 1]))
+
+
+def test_glue_stsb_is_refused_before_the_model_loads(tiny_bert, tmp_path, monkeypatch):
+    from glue_layout import write_glue_layout
+
+    import tf_finetune.training as training
+
+    monkeypatch.setattr(training, "load_model", lambda *args: pytest.fail("the model was loaded"))
+    config = TrainConfig(task="stsb", model_name_or_path=str(tiny_bert), data_dir=str(write_glue_layout(tmp_path)),
+                         output_dir=str(tmp_path / "out"), features_baseline=True)
+    with pytest.raises(UserError, match="stsb is regression"):
+        FineTuneRun(config)

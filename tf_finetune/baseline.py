@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("cls", "mean")
-C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)  # inverse regularisation strengths cross-validation picks from
+C_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0)  # inverse regularisation strengths cross-validation picks from
 MAX_FOLDS = 5
 
 
