@@ -29,7 +29,8 @@ def test_features_baseline_notebook_runs(shared_data, minilm_path, tmp_path, mon
     monkeypatch.setenv("MAX_TRAIN_SAMPLES", "200")
     monkeypatch.setenv("MAX_EVAL_SAMPLES", "100")
     notebook = nbformat.read(EXAMPLES / "features_baseline.ipynb", as_version=4)
-    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(notebook, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = "".join(str(output) for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs)
     assert "attention mask: [1 1" in outputs and "(200, 384)" in outputs
     assert "features baseline" in outputs and "fine-tuned" in outputs
