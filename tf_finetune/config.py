@@ -168,6 +168,15 @@ class TrainConfig:
                             "adapter/ holds the adapter in the PEFT format either way.",
                             changes_training=False, tunable=False)
 
+    # Feature-extraction baseline (tf_finetune/baseline.py)
+    features_baseline: bool = _arg(False, "Classification: before fine-tuning, encode the texts with the frozen "
+                                   "pretrained encoder, fit scikit-learn's LogisticRegression on the training features "
+                                   "(C chosen by cross-validation) and report its validation metrics as "
+                                   "baseline_eval_* in all_results.json.", changes_training=False, tunable=False)
+    pooling: str = _arg("cls", "Only for --features_baseline: a text's features are its [CLS] vector (cls) or the "
+                        "mean of its tokens' vectors (mean, padding left out).", choices=["cls", "mean"],
+                        changes_training=False, tunable=False)
+
     # Training
     do_train: bool = _arg(True, "Train the model.", tunable=False)
     do_eval: bool = _arg(True, "Evaluate on the validation split each epoch and at the end.", tunable=False)
@@ -313,6 +322,12 @@ class TrainConfig:
         if self.label_column_index is not None and self.label_column_index < 0:
             raise UserError(f"--label_column_index counts columns from 0, got {self.label_column_index}.")
         self._check_lora()
+        if self.pooling != "cls" and not self.features_baseline:
+            raise UserError(f"--pooling {self.pooling} only applies to the features baseline; pass --features_baseline "
+                            "too, or drop --pooling.")
+        if self.features_baseline and not self.do_eval:
+            raise UserError("--features_baseline is scored on the validation split; drop --do_eval false or "
+                            "--features_baseline.")
         if self.text_column is not None and not 1 <= len(self.text_column) <= 2:
             raise UserError(f"--text_column takes one or two column names, got {len(self.text_column)}.")
 

@@ -18,6 +18,7 @@ from transformers import PretrainedConfig
 from transformers.modeling_tf_utils import find_labels
 
 from tf_finetune.accumulation import accumulate_gradients
+from tf_finetune.baseline import features_baseline
 from tf_finetune.batching import example_lengths, length_grouped_dataset
 from tf_finetune.callbacks import (BestModelCallback, CheckpointCallback, DivergenceGuard, EvaluationCallback,
                                    HistoryCallback, HubPushCallback, keras_verbosity, progress_callbacks,
@@ -78,6 +79,8 @@ class FineTuneRun:
         self.model_config = load_model_config(config.model_name_or_path,
                                               **self.task.model_config_kwargs(raw_datasets, config))
         check_auto_class(self.task.auto_model_class, config.model_name_or_path, self.model_config)
+        if config.features_baseline:  # a task without the baseline fails now, not after loading the model
+            self.task.features_baseline_scorer(config, self.model_config)
         check_model_fits(config.model_name_or_path, self.model_config, self.tokenizer, any(
             self.task.builds_architecture(name) for name in self.model_config.architectures or []))
         limit = max_model_length(self.model_config, self.tokenizer)
@@ -337,6 +340,8 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
         optimizer_state = 2 * sum(int(np.prod(w.shape)) * w.dtype.size for w in run.model.trainable_weights)
         kept = (config.save_total_limit or 1) + 1  # the checkpoints kept, and the one being written
         check_free_space(output_dir, kept * (weights + optimizer_state))
+    # Before training (and before a checkpoint is restored), while the encoder is still the pretrained one.
+    baseline_results = features_baseline(run) if config.features_baseline else {}
     if config.do_train:
         run.compile()
         if state.checkpoint_path:  # before anything is written: a checkpoint of another model fails here
@@ -379,6 +384,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
         eval_runtime = time.perf_counter() - start
         eval_results = {**evaluation, "eval_samples": len(run.splits["validation"])}
         results.update(eval_results)
+    results.update(baseline_results)
     if config.do_predict:
         logger.info("Wrote the test predictions to %s.", run.write_predictions())
     results.update(extra_results or {})

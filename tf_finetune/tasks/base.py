@@ -112,6 +112,15 @@ class Task(abc.ABC):
         """Keras callbacks of the task's own that training adds after the run's (e.g. chat's generation samples)."""
         return []
 
+    # The feature-extraction baseline (--features_baseline, see tf_finetune/baseline.py)
+    def features_baseline_scorer(self, config: "TrainConfig",
+                                 model_config: "PretrainedConfig") -> Callable[["np.ndarray", "np.ndarray"],
+                                                                                dict[str, float]]:
+        """A function scoring predicted class indices against labels with the task's validation metrics (`eval_*`
+        keys, as `evaluate` names them). Raises UserError when the task has no such baseline."""
+        raise UserError(f"--features_baseline fits a classifier on sentence features, and {self.name} is not a "
+                        "classification task; drop --features_baseline.")
+
     # Predictions of --do_predict
     def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit, config: "TrainConfig") -> Any:
         """Predictions for the test split, in the form `write_predictions` takes. The split comes sorted by length;

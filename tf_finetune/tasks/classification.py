@@ -106,7 +106,19 @@ class SequenceClassificationTask(Task):
         loss = model.hf_compute_loss(tf.constant(labels), tf.constant(logits))
         results = {"eval_loss": float(np.mean(loss))}
         predictions = self._predictions(logits, model)
-        regression = model.config.problem_type == "regression"
+        return {**results, **self._scores(predictions, labels, config, model.config.problem_type == "regression")}
+
+    def features_baseline_scorer(self, config: "TrainConfig",
+                                 model_config: "PretrainedConfig") -> Callable[[np.ndarray, np.ndarray], dict[str, float]]:
+        if model_config.problem_type == "regression":
+            raise UserError(f"--features_baseline fits a classifier, and {self.name} is regression here (float "
+                            "labels); drop --features_baseline.")
+        return lambda predictions, labels: self._scores(predictions, labels, config, regression=False)
+
+    def _scores(self, predictions: np.ndarray, labels: np.ndarray, config: "TrainConfig",
+                regression: bool) -> dict[str, float]:
+        """The task's metrics (`eval_*` keys, no loss) of predictions (class indices or values) against labels."""
+        results: dict[str, float] = {}
         for name, config_name, kwargs in self.metrics(config, regression):
             scores = compute_metrics(load_metric(name, config_name), predictions, labels, **kwargs)
             results.update({f"eval_{key}": value for key, value in scores.items()})
