@@ -85,13 +85,13 @@ class SequenceClassificationTask(Task):
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
                  config: "TrainConfig") -> dict[str, float]:
         logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Evaluating")]).logits
-        return self._scores(model, logits, split, config)
+        return self._validation_results(model, logits, split, config)
 
     def final_evaluation(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
                          config: "TrainConfig") -> tuple[dict[str, float], dict[str, Any]]:
         """The results, and (classification, not regression) the confusion matrix of the same predictions."""
         logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Evaluating")]).logits
-        results = self._scores(model, logits, split, config)
+        results = self._validation_results(model, logits, split, config)
         if model.config.problem_type == "regression":
             return results, {}
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -99,8 +99,8 @@ class SequenceClassificationTask(Task):
                                   labels=list(range(len(names))))
         return results, {CONFUSION_MATRIX_FILE: {"labels": names, "matrix": matrix.tolist()}}
 
-    def _scores(self, model: "TFPreTrainedModel", logits: np.ndarray, split: TaskSplit,
-                config: "TrainConfig") -> dict[str, float]:
+    def _validation_results(self, model: "TFPreTrainedModel", logits: np.ndarray, split: TaskSplit,
+                            config: "TrainConfig") -> dict[str, float]:
         """`eval_loss` and the task's metrics of the validation logits."""
         labels = np.asarray(split.features["labels"])
         loss = model.hf_compute_loss(tf.constant(labels), tf.constant(logits))
@@ -108,8 +108,8 @@ class SequenceClassificationTask(Task):
         predictions = self._predictions(logits, model)
         return {**results, **self._scores(predictions, labels, config, model.config.problem_type == "regression")}
 
-    def features_baseline_scorer(self, config: "TrainConfig",
-                                 model_config: "PretrainedConfig") -> Callable[[np.ndarray, np.ndarray], dict[str, float]]:
+    def features_baseline_scorer(self, config: "TrainConfig", model_config: "PretrainedConfig"
+                                 ) -> Callable[[np.ndarray, np.ndarray], dict[str, float]]:
         if model_config.problem_type == "regression":
             raise UserError(f"--features_baseline fits a classifier, and {self.name} is regression here (float "
                             "labels); drop --features_baseline.")
