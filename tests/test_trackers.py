@@ -93,6 +93,8 @@ def test_a_resumed_run_keeps_the_log_of_the_uninterrupted_one(config, tmp_path):
     resumed = read_log(config.output_dir)
     assert [r["step"] for r in resumed] == [r["step"] for r in expected] == [5, 10, 15, 20]
     assert [r["loss"] for r in resumed] == pytest.approx([r["loss"] for r in expected], rel=1e-5)
+    epochs = [json.loads((path / "history.json").read_text()) for path in (tmp_path / "whole", tmp_path / "out")]
+    assert [row["loss"] for row in epochs[1]] == pytest.approx([row["loss"] for row in epochs[0]], rel=1e-5)
 
 
 def test_tensorboard_records_steps_epochs_hparams_and_results(config):

@@ -144,8 +144,8 @@ class CheckpointCallback(tf_keras.callbacks.Callback):
                        signal.Signals(signum).name)
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
-        if self.batch_offset and self.state.metric_values:  # a resumed epoch: its running means go on as they were
-            for variable, value in zip(_metric_variables(self.model), self.state.metric_values):
+        if self.batch_offset and self.state.metric_values:  # a resumed epoch: its mean loss goes on as it was
+            for variable, value in zip(loss_metric(self.model).variables, self.state.metric_values):
                 variable.assign(value)
 
     def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
@@ -178,7 +178,7 @@ class CheckpointCallback(tf_keras.callbacks.Callback):
                             f"gradient); training stopped. The last good checkpoint is "
                             f"{self.state.checkpoint_path or 'none yet'}: lower --learning_rate (or raise "
                             "--warmup_steps, check --max_grad_norm) and run again.")
-        self.state.metric_values = [variable.numpy().tolist() for variable in _metric_variables(self.model)]
+        self.state.metric_values = [variable.numpy().tolist() for variable in loss_metric(self.model).variables]
         self.state.checkpoint_path = write_checkpoint(self.checkpoint_dir, self.checkpoint, self.state)
         prune_checkpoints(self.checkpoint_dir, self.total_limit)
         return self.state.checkpoint_path
@@ -275,8 +275,11 @@ class HubPushCallback(tf_keras.callbacks.Callback):
         self.uploader.push(f"Training in progress, epoch {epoch + 1}")
 
 
-def _metric_variables(model: tf_keras.Model) -> list[tf.Variable]:
-    return [variable for metric in model.metrics for variable in metric.variables]
+def loss_metric(model: tf_keras.Model) -> tf_keras.metrics.Mean:
+    """The compiled model's `loss` metric: the running mean of the epoch's training loss (total and count). Taken from
+    the loss container, where it exists from `compile` on: `model.metrics` lists it only after the first training
+    step, too late to put a resumed epoch's totals back."""
+    return model.compiled_loss._total_loss_mean
 
 
 def write_history(output_dir: str, history: list[dict[str, Any]]) -> None:

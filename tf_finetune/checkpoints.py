@@ -53,7 +53,7 @@ class RunState:
     checkpoint_path: Optional[str] = None  # the checkpoint folder this state was read from
     best_weights_file: Optional[str] = None
     random_states: Optional[dict[str, Any]] = None
-    metric_values: Optional[list] = None  # the Keras metrics' running totals (the epoch's mean loss) at the save
+    metric_values: Optional[list] = None  # the loss metric's running total and count (the epoch's mean loss) at the save
     log_history: list[dict[str, float]] = field(default_factory=list)  # the per-step log (tf_finetune.step_log)
     log_window: Optional[list[float]] = None  # its open window: loss total and count since the last record, and the
     # epoch's loss total and count seen so far

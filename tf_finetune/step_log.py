@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import tf_keras
 
+from tf_finetune.callbacks import loss_metric
 from tf_finetune.checkpoints import RunState
 from tf_finetune.outputs import write_json
 
@@ -47,8 +48,8 @@ class StepLogCallback(tf_keras.callbacks.Callback):
         self.epoch_started = False
 
     def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
-        if not self.epoch_started:  # the loss metric as the epoch starts: reset, or put back by a resume (or, not
-            # yet built by the first step, absent): what the window grows from
+        if not self.epoch_started:  # the loss metric as the epoch starts (reset, or put back by a resume): what the
+            # window grows from
             self.state.log_window[2:] = list(loss_totals(self.model))
             self.epoch_started = True
 
@@ -81,11 +82,8 @@ class StepLogCallback(tf_keras.callbacks.Callback):
 
 
 def loss_totals(model: tf_keras.Model) -> tuple[float, float]:
-    """The epoch's summed training loss and its weight so far (the `loss` Mean metric's total and count; zero before
-    the first step builds it)."""
-    metric = next((metric for metric in model.metrics if metric.name == "loss"), None)
-    if metric is None or not metric.variables:
-        return 0.0, 0.0
+    """The epoch's summed training loss and its weight so far (the `loss` Mean metric's total and count)."""
+    metric = loss_metric(model)
     return float(metric.total.numpy()), float(metric.count.numpy())
 
 
