@@ -103,6 +103,8 @@ def test_evaluation_progress_bars_show_only_for_long_work(monkeypatch, capsys):
     monkeypatch.setattr(progress, "SHOW_AFTER_SECONDS", 0)
     list(progress.with_progress(dataset, "Evaluating"))
     assert re.search(r"Evaluating: .*/5 ", capsys.readouterr().err)  # the bar, with its total of batches
+    assert list(progress.with_progress(range(0, 10, 2), "Generating")) == [0, 2, 4, 6, 8]  # batch starts
+    assert re.search(r"Generating: .*/5 ", capsys.readouterr().err)
     model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(2,))])
     model.predict(np.ones((6, 2)), batch_size=2, verbose=0, callbacks=[progress.PredictionProgress("Predicting")])
     assert re.search(r"Predicting: .*/3 ", capsys.readouterr().err)

@@ -14,7 +14,9 @@ def _bar(description: str, total: Optional[int]) -> tqdm:
 
 
 def _batches(dataset: Any) -> Optional[int]:
-    """The number of batches of a tf.data dataset (None when unknown)."""
+    """The number of batches of a tf.data dataset or a sized iterable (None when unknown)."""
+    if hasattr(dataset, "__len__") and not hasattr(dataset, "cardinality"):
+        return len(dataset)
     try:
         count = int(dataset.cardinality())
     except (AttributeError, TypeError):
@@ -23,7 +25,7 @@ def _batches(dataset: Any) -> Optional[int]:
 
 
 def with_progress(dataset: Iterable[Any], description: str) -> Iterator[Any]:
-    """The batches of `dataset`, counted on a progress bar."""
+    """The batches of `dataset` (a tf.data dataset, or e.g. a range of batch starts), counted on a progress bar."""
     with _bar(description, _batches(dataset)) as bar:
         for batch in dataset:
             yield batch

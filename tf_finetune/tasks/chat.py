@@ -25,6 +25,7 @@ import tf_keras
 from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset
 from tf_finetune.errors import UserError
 from tf_finetune.outputs import write_text
+from tf_finetune.progress import with_progress
 from tf_finetune.tasks import register_task
 from tf_finetune.tasks.base import TaskSplit, read_text_inputs
 from tf_finetune.tasks.language_modeling import IGNORE_INDEX, CausalLanguageModelingTask, split_off_validation
@@ -201,7 +202,7 @@ def generate_answers(model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizer
     sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
         {"do_sample": False}
     answers: list[str] = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
+    for start in with_progress(range(0, len(order), batch_size), "Generating"):
         rows = order[start:start + batch_size]
         width = max(len(encoded[i]) for i in rows)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -14,7 +14,7 @@ from tf_finetune.data import limit_samples
 from tf_finetune.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.models import max_model_length
-from tf_finetune.progress import PredictionProgress
+from tf_finetune.progress import PredictionProgress, with_progress
 from tf_finetune.tasks.base import CONFUSION_MATRIX_FILE, Task, TaskSplit, logits_function
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ def _logits_longest_first(model: "TFPreTrainedModel", tokenizer: "PreTrainedToke
     order = np.argsort([-len(ids) for ids in tokenizer(texts, **limit)["input_ids"]], kind="stable")
     step = logits_function(model)
     logits = np.empty((len(texts), model.config.num_labels), np.float32)
-    for start in range(0, len(texts), batch_size):
+    for start in with_progress(range(0, len(texts), batch_size), "Predicting"):
         rows = order[start:start + batch_size]
         batch = tokenizer([texts[i] for i in rows], padding=True, return_tensors="np", **limit)
         logits[rows] = step(dict(batch))
