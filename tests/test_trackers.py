@@ -84,7 +84,8 @@ def test_a_resumed_run_keeps_the_log_of_the_uninterrupted_one(config, tmp_path):
 
     class KillAtStep(tf_keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations.numpy()) == 17:  # records at 5, 10, 15; checkpoint at 15
+            if int(self.model.optimizer.iterations.numpy()) == 19:  # records at 5, 10, 15; checkpoint at 18
+                # (mid-epoch): the record at 20 averages steps 16-20, three of them trained before the kill
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

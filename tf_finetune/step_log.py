@@ -27,11 +27,14 @@ LOG_HISTORY_FILE = "log_history.json"
 
 class StepLogCallback(tf_keras.callbacks.Callback):
     """Appends a record to `state.log_history` every `logging_steps` optimizer steps and writes log_history.json
-    at each epoch's end and at the end of training."""
+    at each epoch's end and at the end of training. `resumed_epoch`: the first epoch goes on from a mid-epoch
+    checkpoint, whose loss metric (put back by the checkpoint callback) and window belong together."""
 
-    def __init__(self, state: RunState, output_dir: str, logging_steps: int, steps_per_epoch: int):
+    def __init__(self, state: RunState, output_dir: str, logging_steps: int, steps_per_epoch: int,
+                 resumed_epoch: bool = False):
         super().__init__()
         self.state = state
+        self.resumed_epoch = resumed_epoch
         self.path = os.path.join(output_dir, LOG_HISTORY_FILE)
         self.logging_steps = logging_steps
         self.steps_per_epoch = steps_per_epoch
@@ -48,10 +51,10 @@ class StepLogCallback(tf_keras.callbacks.Callback):
         self.epoch_started = False
 
     def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
-        if not self.epoch_started:  # the loss metric as the epoch starts (reset, or put back by a resume): what the
-            # window grows from
-            self.state.log_window[2:] = list(loss_totals(self.model))
-            self.epoch_started = True
+        if not self.epoch_started:
+            if not self.resumed_epoch:  # the reset loss metric as the epoch starts: what the window grows from
+                self.state.log_window[2:] = list(loss_totals(self.model))
+            self.epoch_started, self.resumed_epoch = True, False
 
     def on_train_batch_end(self, batch: int, logs: Optional[dict] = None) -> None:
         self.step += 1
