@@ -65,10 +65,19 @@ def test_list_tasks(capsys):
 
 @pytest.mark.parametrize("field,value,hint", [("strategy", "gpus", "did you mean 'gpu'"),
                                               ("hub_strategy", "epochs", "did you mean 'epoch'"),
-                                              ("mixed_precision", "fp8", "no, fp16, bf16")])
+                                              ("mixed_precision", "fp8", "no, fp16, bf16"),
+                                              ("verbose", 3, "0, 1, 2, got 3"),
+                                              ("log_level", "loud", "debug, info, warning, error")])
 def test_notebook_values_outside_the_choices_get_the_cli_error(field, value, hint):
     with pytest.raises(UserError, match=f"{field} must be one of .*{hint}"):
         TrainConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize("value", ["/home/me/models/bert", "./bert", "not a/valid id"])
+def test_a_base_model_id_must_be_a_hub_id(value):
+    with pytest.raises(UserError, match="--base_model_id must be a Hub model id"):
+        TrainConfig(base_model_id=value).validate()
+    TrainConfig(base_model_id="sentence-transformers/all-MiniLM-L6-v2").validate()
 
 
 def test_field_facts_live_on_the_fields():

@@ -198,8 +198,9 @@ class TrainConfig:
     verbose: int = _arg(1, "Training progress: 0 none, 1 Keras' progress bar on a terminal (elsewhere, a line every "
                         "10%% of an epoch or every 30 seconds), 2 one line per epoch.", changes_training=False,
                         tunable=False, choices=[0, 1, 2])
-    log_level: str = _arg("info", "Messages shown: debug adds the libraries' own (TensorFlow's start-up, transformers' "
-                          "notices), info the run's progress and results, warning and error only problems.",
+    log_level: str = _arg("info", "Messages shown: debug adds the libraries' own (transformers' notices; TensorFlow's "
+                          "start-up lines when given as a flag), info the run's progress and results, warning and "
+                          "error only problems.",
                           choices=list(LOG_LEVELS), changes_training=False, tunable=False)
 
     # Checkpoints and faults
@@ -328,6 +329,9 @@ class TrainConfig:
         if self.features_baseline and not self.do_eval:
             raise UserError("--features_baseline is scored on the validation split; drop --do_eval false or "
                             "--features_baseline.")
+        if self.base_model_id is not None and not _is_repo_id(self.base_model_id):
+            raise UserError(f"--base_model_id must be a Hub model id such as sentence-transformers/all-MiniLM-L6-v2, "
+                            f"got {self.base_model_id!r}; it names the base model in the model card.")
         if self.text_column is not None and not 1 <= len(self.text_column) <= 2:
             raise UserError(f"--text_column takes one or two column names, got {len(self.text_column)}.")
 
@@ -373,9 +377,10 @@ class TrainConfig:
             choices, value = spec.metadata.get("choices"), getattr(self, name)
             for item in value if isinstance(value, list) else [value]:  # a list field: each of its values
                 if choices and item is not None and item not in choices:
-                    close = difflib.get_close_matches(str(item), choices, n=1)
+                    names = [str(choice) for choice in choices]  # e.g. verbose's 0, 1, 2
+                    close = difflib.get_close_matches(str(item), names, n=1)
                     hint = f"did you mean '{close[0]}'? " if close else ""
-                    raise UserError(f"{name} must be one of {', '.join(choices)}, got {item!r}; {hint}".rstrip("; "))
+                    raise UserError(f"{name} must be one of {', '.join(names)}, got {item!r}; {hint}".rstrip("; "))
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, without secrets: what gets saved next to a run."""
@@ -400,6 +405,20 @@ class TrainConfig:
 
 
 _FIELDS = {spec.name: spec for spec in dataclasses.fields(TrainConfig)}
+
+
+def _is_repo_id(name: str) -> bool:
+    """Whether `name` is a valid Hub repository id (and not a path)."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if name.startswith((".", "/", "~")):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def load_config_file(path: str) -> dict[str, Any]:
