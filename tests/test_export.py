@@ -265,7 +265,9 @@ def test_hub_export_uploads_pytorch_weights_that_pytorch_loads_from_the_hub(hub,
     assert "model.safetensors" not in uploaded  # TF from_pretrained would prefer it and fail (transformers 4.57)
     weights = load(uploaded["pytorch/model.safetensors"])
     assert "classifier.weight" in weights and "bert.embeddings.word_embeddings.weight" in weights
-    assert 'AutoModel.from_pretrained("alice/sst-tiny", subfolder="pytorch")' in uploaded["README.md"].decode()
+    card = uploaded["README.md"].decode()
+    assert 'AutoModelForSequenceClassification.from_pretrained("alice/sst-tiny", subfolder="pytorch")' in card
+    assert 'TFAutoModelForSequenceClassification.from_pretrained("alice/sst-tiny")' in card
 
     result = subprocess.run([sys.executable, "-c", HUB_PYTORCH_CHECK, "alice/sst-tiny", TOKEN], capture_output=True,
                             text=True, timeout=600, env={**hub_environment(hub.url, str(tmp_path / "home")),
@@ -284,8 +286,10 @@ def test_push_command_adds_pytorch_weights(hub, tiny_bert, tmp_path):
 
     run_dir = tmp_path / "run"
     build_run_dir(run_dir, tiny_bert, "TFAutoModelForSequenceClassification", {"num_labels": 2})
+    (run_dir / "run_config.json").write_text(json.dumps({"task": "text-classification"}))
     assert push.main([str(run_dir), "--hub_model_id", "alice/pushed", "--hub_token", TOKEN,
                       "--hub_export", "pytorch"]) == 0
     uploaded = hub.files("alice/pushed")
+    assert 'subfolder="pytorch"' in uploaded["README.md"].decode()  # the card, written after the export, tells of it
     assert {"tf_model.h5", "pytorch/model.safetensors", "pytorch/config.json", "pytorch/tokenizer.json"} <= set(uploaded)
     assert json.loads(uploaded["pytorch/config.json"])["architectures"] == ["BertForSequenceClassification"]

@@ -50,7 +50,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"Exported {args.run_dir} as {args.format} to {args.output_dir}.")
         return 0
 
-    return run_cli(run)
+    return run_cli(run, argv)
 
 
 def export(run_dir: str, format: str, output_dir: str, *, overwrite: bool = False) -> None:
@@ -116,7 +116,8 @@ def _write_pytorch(model: Any, tokenizer: Any, run_dir: str, folder: str) -> Non
     architecture = pytorch_architecture(model)
     write_text(os.path.join(folder, "README.md"),
                f"# {os.path.basename(os.path.abspath(run_dir))} (PyTorch)\n\n"
-               f"PyTorch weights of the TensorFlow model in `{run_dir}`, exported by `tf_finetune.export`. Load with "
+               f"PyTorch weights of the TensorFlow model {os.path.basename(os.path.abspath(run_dir))}, exported by "
+               f"`tf_finetune.export`. Load with "
                f"`transformers.AutoModel...from_pretrained(folder)` ({architecture}); no TensorFlow needed.\n")
 
 

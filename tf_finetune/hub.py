@@ -29,8 +29,10 @@ from tf_finetune.outputs import read_json, write_text
 
 logger = logging.getLogger(__name__)
 
-# Never uploaded: resumable training state, hyperparameter-search state and half-written temporary files.
-IGNORE_PATTERNS = ("checkpoint/**", "checkpoint-*/**", "tuning/**", ".tmp*", "**/.tmp*", "*.tmp")
+# Never uploaded: resumable training state, hyperparameter-search state, the local MLflow and W&B stores (the
+# MLflow store holds a copy of the model) and half-written temporary files.
+IGNORE_PATTERNS = ("checkpoint/**", "checkpoint-*/**", "tuning/**", "mlruns/**", "wandb/**", ".tmp*", "**/.tmp*",
+                   "*.tmp")
 FRAMEWORKS = ("transformers", "tensorflow", "tf-keras", "datasets", "tf-finetune")
 _NOT_METRICS = ("runtime", "samples_per_second", "steps_per_second", "samples")
 # The run_config.json fields that a model card lists as training hyperparameters.
@@ -243,7 +245,8 @@ def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str]
                      dataset_name: Optional[str], metrics: Mapping[str, Any], hyperparameters: Mapping[str, Any],
                      task_type: Optional[str] = None, dataset_config: Optional[str] = None,
                      license: Optional[str] = None, method: Optional[str] = None,
-                     main_metric: Optional[str] = None, pytorch_subfolder: Optional[str] = None) -> str:
+                     main_metric: Optional[str] = None, pytorch_subfolder: Optional[str] = None,
+                     auto_class: str = "TFAutoModel") -> str:
     """Write `output_dir/README.md`: Hub metadata (model-index with the eval metrics) and a readable summary.
 
     Args:
@@ -260,6 +263,7 @@ def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str]
         method: a paragraph on how it was trained, when not in full (e.g. LoRA's settings).
         main_metric: the result that picked the best epoch (e.g. eval_accuracy): first in the model-index.
         pytorch_subfolder: the repository folder holding PyTorch weights (--hub_export pytorch), if any.
+        auto_class: the transformers TF Auto class that loads the model with its head (the task's).
 
     Returns the path written. The file is replaced atomically.
     """
@@ -282,7 +286,7 @@ def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str]
         model_name=repo_id.split("/")[-1], eval_results=eval_results or None,
     )
     body = _card_body(repo_id, base_model, task_name, dataset_name, metrics, hyperparameters, method,
-                      _usage(repo_id, task_type, pytorch_subfolder))
+                      _usage(repo_id, auto_class, pytorch_subfolder))
     card = ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
     path = os.path.join(output_dir, "README.md")
     write_text(path, str(card))
@@ -310,13 +314,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _usage(repo_id: str, task_type: Optional[str], pytorch_subfolder: Optional[str]) -> str:
-    """How to load the model: with TensorFlow (transformers 4.x), and with PyTorch when the repository has weights
-    for it (transformers v5 has no TensorFlow)."""
-    tf_code = f'from transformers import TFAutoModel\n\nmodel = TFAutoModel.from_pretrained("{repo_id}")'
+def _usage(repo_id: str, auto_class: str, pytorch_subfolder: Optional[str]) -> str:
+    """How to load the model with its head: with TensorFlow (transformers 4.x), and with PyTorch when the repository
+    has weights for it (transformers v5 has no TensorFlow)."""
+    tf_code = f'from transformers import {auto_class}\n\nmodel = {auto_class}.from_pretrained("{repo_id}")'
     text = f"With TensorFlow (transformers 4.x):\n\n```python\n{tf_code}\n```"
     if pytorch_subfolder:
-        pt_code = (f'from transformers import AutoModel\n\nmodel = AutoModel.from_pretrained("{repo_id}", '
+        pt_class = auto_class[len("TF"):]
+        pt_code = (f'from transformers import {pt_class}\n\nmodel = {pt_class}.from_pretrained("{repo_id}", '
                    f'subfolder="{pytorch_subfolder}")')
         text += f"\n\nWith PyTorch (transformers 4.x or v5):\n\n```python\n{pt_code}\n```"
     return text
@@ -396,7 +401,7 @@ def write_model_card_for_run(output_dir: str, repo_id: str) -> Optional[str]:
                             hyperparameters=hyperparameters, task_type=task.pipeline_tag if task else None,
                             method=describe_lora(run_config, results), main_metric=info.get("monitor"),
                             pytorch_subfolder=PYTORCH_DIR if os.path.isdir(os.path.join(output_dir, PYTORCH_DIR))
-                            else None)
+                            else None, auto_class=task.auto_model_class if task else "TFAutoModel")
 
 
 def base_model_hub_id(name_or_path: Optional[str]) -> Optional[str]:

@@ -41,6 +41,10 @@ def main(argv: Optional[Sequence[str]] = None, *, retry: Retry = Retry()) -> int
             from tf_finetune.export import add_pytorch_weights
 
             logger.info("Wrote the PyTorch weights to %s.", add_pytorch_weights(args.output_dir))
+        if not os.path.exists(os.path.join(args.output_dir, "README.md")):  # after the export: the card tells of it
+            card = write_model_card_for_run(args.output_dir, repo_id)
+            if card:
+                logger.info("Wrote the model card %s.", card)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -54,15 +58,10 @@ def main(argv: Optional[Sequence[str]] = None, *, retry: Retry = Retry()) -> int
 
 
 def prepare(output_dir: str, repo_id: Optional[str], token: Optional[str], private: bool) -> str:
-    """Check the folder and the Hub access, write a model card if there is none; return the repository id."""
+    """Check the folder and the Hub access; return the repository id."""
     if not os.path.isfile(os.path.join(output_dir, "config.json")):
         raise UserError(f"{output_dir} has no config.json: pass the output directory of a finished run.")
-    repo_id = check_push_access(repo_id, output_dir, token, private)
-    if not os.path.exists(os.path.join(output_dir, "README.md")):
-        card = write_model_card_for_run(output_dir, repo_id)
-        if card:
-            logger.info("Wrote the model card %s.", card)
-    return repo_id
+    return check_push_access(repo_id, output_dir, token, private)
 
 
 if __name__ == "__main__":
