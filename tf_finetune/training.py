@@ -41,7 +41,7 @@ from tf_finetune.outputs import (check_free_space, check_output_dir, read_json, 
                                  write_json)
 from tf_finetune.report import REPORT_FILES, write_report
 from tf_finetune.run_info import now, run_info, write_run_info
-from tf_finetune.step_log import StepLogCallback
+from tf_finetune.step_log import LOG_HISTORY_FILE, StepLogCallback
 from tf_finetune.tasks import get_task
 from tf_finetune.tasks.base import CONFUSION_MATRIX_FILE, Task, TaskSplit, lower_is_better
 from tf_finetune.trackers import TrackerCallback, build_trackers, logging_dir, remove_run_logs
@@ -198,7 +198,7 @@ class FineTuneRun:
         callbacks.append(HistoryCallback(state, output_dir))
         callbacks += self.task.training_callbacks(self.tokenizer, self.splits, self.config)
         callbacks.append(DivergenceGuard(state))
-        callbacks += self.logging_callbacks(state)
+        callbacks += self.logging_callbacks(state, resumed_epoch=batch_offset > 0)
         if checkpoint:
             callbacks.append(CheckpointCallback(
                 state, os.path.join(output_dir, CHECKPOINT_DIR), self.checkpoint(),
@@ -209,9 +209,11 @@ class FineTuneRun:
         callbacks += progress_callbacks(self.config.verbose, batch_offset)
         return callbacks
 
-    def logging_callbacks(self, state: RunState) -> list[tf_keras.callbacks.Callback]:
-        """The per-step log (log_history.json), then the trackers it and each epoch's results feed."""
-        step_log = StepLogCallback(state, self.config.output_dir, self.config.logging_steps, self.steps_per_epoch)
+    def logging_callbacks(self, state: RunState, resumed_epoch: bool = False) -> list[tf_keras.callbacks.Callback]:
+        """The per-step log (log_history.json), then the trackers it and each epoch's results feed (`resumed_epoch`:
+        the first epoch goes on from a mid-epoch checkpoint)."""
+        step_log = StepLogCallback(state, self.config.output_dir, self.config.logging_steps, self.steps_per_epoch,
+                                   resumed_epoch)
         return [step_log, TrackerCallback(self.trackers, state)] if self.trackers else [step_log]
 
     def checkpoint(self) -> tf.train.Checkpoint:
@@ -319,15 +321,17 @@ def train(config: TrainConfig, extra_callbacks: Optional[list[tf_keras.callbacks
         return _train(config, strategy, extra_callbacks, extra_results)
     resume_entries = () if config.overwrite_output_dir else (CHECKPOINT_DIR, RESULTS_FILE)
     with worker_scratch_dir(config.output_dir, resume_entries) as scratch:
-        return _train(config.replace(output_dir=scratch, push_to_hub=False, report_to=["none"]), strategy,
-                      extra_callbacks, extra_results)
+        # The chief alone reports, uploads and measures the baseline; --logging_dir may be the chief's own folder.
+        worker = config.replace(output_dir=scratch, push_to_hub=False, report_to=["none"], logging_dir=None,
+                                features_baseline=False, hub_export="none")
+        return _train(worker, strategy, extra_callbacks, extra_results)
 
 
 def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
            extra_callbacks: Optional[list[tf_keras.callbacks.Callback]],
            extra_results: Optional[dict[str, Any]]) -> dict[str, Any]:
-    """`train` on this worker, writing into config.output_dir; its trackers are closed at the end (as failed when
-    fit fails)."""
+    """`train` on this worker, writing into config.output_dir; its trackers are closed at the end, as failed when
+    anything after the run was built fails (or is interrupted)."""
     started = time.perf_counter()
     output_dir = config.output_dir
     checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
@@ -335,6 +339,23 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     check_output_dir(output_dir)
     state = _resume_state(config, checkpoint_dir)
     run = FineTuneRun(config, strategy)  # checks the data and the model before anything is removed or created
+    try:
+        results = _run(config, run, state, started_at, extra_callbacks, extra_results)
+    except BaseException:
+        run.trackers.finish(failed=True)
+        raise
+    logger.info(summary_line(results, run.monitor, time.perf_counter() - started, output_dir))
+    return results
+
+
+def _run(config: TrainConfig, run: FineTuneRun, state: RunState, started_at: str,
+         extra_callbacks: Optional[list[tf_keras.callbacks.Callback]],
+         extra_results: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """Train (resuming from `state`), evaluate, save, report and upload the run built from `config` (as given, not
+    as the run settled it: run_config.json keeps what the user asked for); returns its results."""
+    strategy = run.strategy
+    output_dir = config.output_dir
+    checkpoint_dir = os.path.join(output_dir, CHECKPOINT_DIR)
     if config.check_disk_space and config.do_train:
         weights = sum(int(np.prod(w.shape)) * w.dtype.size for w in run.model.weights)
         optimizer_state = 2 * sum(int(np.prod(w.shape)) * w.dtype.size for w in run.model.trainable_weights)
@@ -359,11 +380,7 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
     if config.do_train:
         start, start_step = time.perf_counter(), state.global_step
         if state.epoch < config.num_train_epochs and not state.stopped_early:
-            try:
-                _fit(run, state, callbacks + list(extra_callbacks or []))
-            except BaseException:
-                run.trackers.finish(failed=True)  # an interrupted or failed run is closed as such
-                raise
+            _fit(run, state, callbacks + list(extra_callbacks or []))
         elif config.load_best_model_at_end:
             restore_best_weights(run.model, checkpoint_dir, state)
         runtime = time.perf_counter() - start
@@ -410,7 +427,6 @@ def _train(config: TrainConfig, strategy: tf.distribute.Strategy,
         else:
             logger.warning("The Hub upload did not complete (%s); the run is complete locally. Upload it with: %s",
                            uploader.last_error, push_command(output_dir, uploader.repo_id))
-    logger.info(summary_line(results, run.monitor, time.perf_counter() - started, output_dir))
     return results
 
 
@@ -502,7 +518,7 @@ def _remove_previous_run(output_dir: str) -> None:
     for folder in (CHECKPOINT_DIR, ADAPTER_DIR, PYTORCH_DIR):
         shutil.rmtree(os.path.join(output_dir, folder), ignore_errors=True)
     leftovers = ["README.md", "eval_results.json", RESULTS_FILE, "history.json", "history.csv", "tf_model.h5",
-                 CONFUSION_MATRIX_FILE, "log_history.json", *REPORT_FILES]
+                 CONFUSION_MATRIX_FILE, LOG_HISTORY_FILE, *REPORT_FILES]
     leftovers += [name for name in os.listdir(output_dir) if name.startswith(("predict_results_", "generations_"))]
     for name in leftovers:
         if os.path.exists(os.path.join(output_dir, name)):
