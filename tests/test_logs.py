@@ -14,7 +14,8 @@ import tf_keras
 from conftest import write_sentiment_files
 from tf_finetune import progress
 from tf_finetune.callbacks import ProgressLines, keras_verbosity, progress_callbacks
-from tf_finetune.logs import log_level_from_argv, native_noise_filtered
+from tf_finetune.cli import parse_config
+from tf_finetune.logs import log_level_from_argv, native_noise_filtered, set_log_level
 
 NOISE = ("absl::InitializeLog", "cuInit", "cuda drivers", "oneDNN custom operations", "deprecated and will be removed",
          "Some weights", "were not used", "newly initialized", "You should probably TRAIN")
@@ -67,6 +68,17 @@ def test_native_noise_is_dropped_and_other_native_output_kept(capfd):
     with native_noise_filtered("debug"):
         os.write(2, b"E0000 cuda_platform.cc:52] failed call to cuInit\n")
     assert "cuInit" in capfd.readouterr().err
+
+
+def test_log_level_from_a_config_file_applies_too(tmp_path):
+    config_file = tmp_path / "run.json"
+    config_file.write_text('{"log_level": "warning"}')
+    package = logging.getLogger("tf_finetune")
+    try:
+        assert parse_config(["--config", str(config_file)], prog="t", description="").log_level == "warning"
+        assert package.level == logging.WARNING
+    finally:
+        set_log_level("info")
 
 
 def test_log_level_is_read_from_the_flags():

@@ -1,6 +1,6 @@
-"""Keras (tf-keras) callbacks of a run, in their order:
-metrics -> best model / early stop -> history -> the task's own -> divergence guard -> checkpoint -> progress lines
--> Hub push.
+"""Keras (tf-keras) callbacks of a run, in their order (FineTuneRun.callbacks builds the list):
+metrics -> best model / early stop -> history -> the task's own -> divergence guard -> per-step log and trackers
+(tf_finetune.step_log, tf_finetune.trackers) -> checkpoint -> progress lines -> Hub push.
 
 Each callback reads what the earlier ones wrote into `logs` and into the shared `RunState`, which is what a
 resumed run starts from.

@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence
 
 from tf_finetune.config import FIELD_FACTS, TrainConfig, load_config_file
 from tf_finetune.errors import TrainingInterrupted, UserError
-from tf_finetune.logs import command_logging, import_tensorflow, log_level_from_argv
+from tf_finetune.logs import command_logging, import_tensorflow, log_level_from_argv, set_log_level
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -60,6 +60,7 @@ def parse_config(argv: Optional[Sequence[str]], prog: str, description: str) -> 
     values = {k: v for k, v in vars(namespace).items() if k not in ("config", "list_tasks")}
     config = TrainConfig(**values)
     config.validate()
+    set_log_level(config.log_level)  # also when it comes from --config (the flag was read before TensorFlow loaded)
     return config
 
 
@@ -73,17 +74,19 @@ def _value_of(flag: str, args: Sequence[str]) -> Optional[str]:
     return None
 
 
-def run_cli(main: Callable[[], int], argv: Optional[Sequence[str]] = None) -> int:
+def run_cli(main: Callable[[], int], argv: Optional[Sequence[str]] = None, tensorflow: bool = True) -> int:
     """Run a command: logging at the level of its `--log_level` flag (see tf_finetune.logs), TensorFlow imported
-    quietly; UserErrors become one line on stderr and exit code 2; SIGTERM / SIGINT exit 143 / 130."""
+    quietly (`tensorflow` false: a command that needs none); UserErrors become one line on stderr and exit code 2;
+    SIGTERM / SIGINT exit 143 / 130."""
     level = log_level_from_argv(argv)
     with command_logging(level):
-        return _run(main, level)
+        return _run(main, level if tensorflow else None)
 
 
-def _run(main: Callable[[], int], level: str) -> int:
+def _run(main: Callable[[], int], tensorflow_level: Optional[str]) -> int:
     try:
-        import_tensorflow(level)
+        if tensorflow_level:
+            import_tensorflow(tensorflow_level)
         return main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

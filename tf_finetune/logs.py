@@ -55,6 +55,21 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+_LIBRARY_LOGGERS = ("tensorflow", "absl")
+
+
+def set_log_level(level: str) -> None:
+    """The package's messages at `level` and above; the libraries' (transformers, TensorFlow's Python side) only at
+    debug, else only their errors. A run's --log_level from a config file or a notebook's TrainConfig lands here too."""
+    import transformers
+
+    debug = level == "debug"
+    logging.getLogger(PACKAGE_LOGGER).setLevel(level.upper())
+    transformers.logging.set_verbosity(logging.DEBUG if debug else logging.ERROR)
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.ERROR)
+
+
 @contextlib.contextmanager
 def command_logging(level: str = "info") -> Iterator[None]:
     """A command's logging: the package's messages at `level` and above on stderr (and only there: a library that
@@ -73,19 +88,16 @@ def command_logging(level: str = "info") -> Iterator[None]:
     import transformers
 
     package = logging.getLogger(PACKAGE_LOGGER)
-    libraries = [logging.getLogger(name) for name in ("tensorflow", "absl")]
+    libraries = [logging.getLogger(name) for name in _LIBRARY_LOGGERS]
     saved = (package.level, package.propagate, [logger.level for logger in libraries],
              transformers.logging.get_verbosity())
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     package.addHandler(handler)
-    package.setLevel(level.upper())
     package.propagate = False
     if "tensorflow" not in sys.modules:
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0" if debug else "3"
-    transformers.logging.set_verbosity(logging.DEBUG if debug else logging.ERROR)
-    for logger in libraries:
-        logger.setLevel(logging.DEBUG if debug else logging.ERROR)
+    set_log_level(level)
     try:
         yield
     finally:

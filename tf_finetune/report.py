@@ -298,7 +298,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(path)
         return 0
 
-    return run_cli(run)
+    return run_cli(run, argv, tensorflow=False)
 
 
 if __name__ == "__main__":
