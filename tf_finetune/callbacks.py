@@ -252,14 +252,19 @@ class ProgressLines(tf_keras.callbacks.Callback):
         self.batch_offset = 0
 
 
+def _lines_for_the_bar(verbose: int) -> bool:
+    """Whether Keras' progress bar (verbose 1) would redraw itself in a file rather than a terminal."""
+    return verbose == 1 and not sys.stdout.isatty()
+
+
 def progress_callbacks(verbose: int, batch_offset: int = 0) -> list[tf_keras.callbacks.Callback]:
-    """ProgressLines where Keras' progress bar (verbose 1) would redraw itself in a file rather than a terminal."""
-    return [ProgressLines(batch_offset=batch_offset)] if verbose == 1 and not sys.stdout.isatty() else []
+    """ProgressLines where Keras' progress bar would redraw itself in a file rather than a terminal."""
+    return [ProgressLines(batch_offset=batch_offset)] if _lines_for_the_bar(verbose) else []
 
 
 def keras_verbosity(verbose: int) -> int:
     """The `verbose` for Keras' fit: none where progress_callbacks stands in for its progress bar."""
-    return 0 if progress_callbacks(verbose) else verbose
+    return 0 if _lines_for_the_bar(verbose) else verbose
 
 
 class HubPushCallback(tf_keras.callbacks.Callback):

@@ -26,7 +26,7 @@ from tf_finetune.tasks.base import CONFUSION_MATRIX_FILE
 CURVES_FILE = "training_curves.png"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
-# What a run's report adds to its folder (an overwritten run removes them with its other outputs).
+# The report's files and the run_info.json it is built from (an overwritten run removes them with its other outputs).
 REPORT_FILES = (CURVES_FILE, REPORT_MD, REPORT_HTML, RUN_INFO_FILE)
 COMPARISON_CURVES_FILE = "comparison_curves.png"
 COMPARISON_MD = "comparison.md"

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import datasets
 import numpy as np
 import tensorflow as tf
-from sklearn.metrics import confusion_matrix
 
 from tf_finetune.data import limit_samples
 from tf_finetune.errors import UserError
@@ -95,6 +94,8 @@ class SequenceClassificationTask(Task):
         if model.config.problem_type == "regression":
             return results, {}
         names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        from sklearn.metrics import confusion_matrix  # here: scikit-learn takes a while to import
+
         matrix = confusion_matrix(np.asarray(split.features["labels"]), self._predictions(logits, model),
                                   labels=list(range(len(names))))
         return results, {CONFUSION_MATRIX_FILE: {"labels": names, "matrix": matrix.tolist()}}
