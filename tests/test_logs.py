@@ -15,7 +15,7 @@ from conftest import write_sentiment_files
 from tf_finetune import progress
 from tf_finetune.callbacks import ProgressLines, keras_verbosity, progress_callbacks
 from tf_finetune.cli import parse_config
-from tf_finetune.logs import log_level_from_argv, native_noise_filtered, set_log_level
+from tf_finetune.logs import command_logging, log_level_from_argv, native_noise_filtered
 
 NOISE = ("absl::InitializeLog", "cuInit", "cuda drivers", "oneDNN custom operations", "deprecated and will be removed",
          "Some weights", "were not used", "newly initialized", "You should probably TRAIN")
@@ -74,11 +74,9 @@ def test_log_level_from_a_config_file_applies_too(tmp_path):
     config_file = tmp_path / "run.json"
     config_file.write_text('{"log_level": "warning"}')
     package = logging.getLogger("tf_finetune")
-    try:
+    with command_logging("info"):  # puts every logger back afterwards, as a command does
         assert parse_config(["--config", str(config_file)], prog="t", description="").log_level == "warning"
         assert package.level == logging.WARNING
-    finally:
-        set_log_level("info")
 
 
 def test_log_level_is_read_from_the_flags():
