@@ -188,13 +188,18 @@ def test_train_mlm_writes_perplexity_and_a_masked_lm(tiny_bert, text_files, tmp_
     from tf_finetune.training import train
 
     config = lm_config("mlm", tiny_bert, text_files, tmp_path, num_train_epochs=2)
+    import transformers
+
     transformers_log = io.StringIO()
     handler = logging.StreamHandler(transformers_log)
     logging.getLogger("transformers").addHandler(handler)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_warning()  # whatever an earlier test in this worker left it at
     try:
         results = train(config)
     finally:
         logging.getLogger("transformers").removeHandler(handler)
+        transformers.logging.set_verbosity(verbosity)
     assert "newly initialized: ['mlm___cls']" in transformers_log.getvalue()  # the user is told the head is new
     output = tmp_path / "out"
     saved = json.loads((output / "all_results.json").read_text())
