@@ -329,7 +329,7 @@ class TrainConfig:
         if self.features_baseline and not self.do_eval:
             raise UserError("--features_baseline is scored on the validation split; drop --do_eval false or "
                             "--features_baseline.")
-        if self.base_model_id is not None and not _is_repo_id(self.base_model_id):
+        if self.base_model_id is not None and not is_repo_id(self.base_model_id):
             raise UserError(f"--base_model_id must be a Hub model id such as sentence-transformers/all-MiniLM-L6-v2, "
                             f"got {self.base_model_id!r}; it names the base model in the model card.")
         if self.text_column is not None and not 1 <= len(self.text_column) <= 2:
@@ -407,7 +407,7 @@ class TrainConfig:
 _FIELDS = {spec.name: spec for spec in dataclasses.fields(TrainConfig)}
 
 
-def _is_repo_id(name: str) -> bool:
+def is_repo_id(name: str) -> bool:
     """Whether `name` is a valid Hub repository id (and not a path)."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id

@@ -23,7 +23,7 @@ from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, get_tok
 from huggingface_hub.errors import HFValidationError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 
-from tf_finetune.config import SECRET_FIELDS, field_applies, fields_where
+from tf_finetune.config import SECRET_FIELDS, field_applies, fields_where, is_repo_id
 from tf_finetune.errors import UserError
 from tf_finetune.outputs import read_json, write_text
 
@@ -295,13 +295,7 @@ def write_model_card(output_dir: str, *, repo_id: str, base_model: Optional[str]
 
 def _is_hub_id(name: str) -> bool:
     """Whether a model name is a Hub repository id rather than a local directory."""
-    if os.path.exists(name):
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
+    return not os.path.exists(name) and is_repo_id(name)
 
 
 def _eval_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
