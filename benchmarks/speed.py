@@ -58,7 +58,7 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, float]:
     import numpy as np
     import tf_keras
 
-    from tf_finetune.batching import example_lengths, length_grouped_batches
+    from tf_finetune.data.batching import example_lengths, length_grouped_batches
     from tf_finetune.config import TrainConfig
     from tf_finetune.training import FineTuneRun
 

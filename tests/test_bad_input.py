@@ -20,7 +20,7 @@ def broken_models(tiny_bert, tmp_path_factory) -> dict[str, str]:
     two-label classifier; and a checkpoint written by another model."""
     from safetensors.numpy import save_file
 
-    from tf_finetune.checkpoints import RunState, write_checkpoint
+    from tf_finetune.runtime.checkpoints import RunState, write_checkpoint
 
     root = tmp_path_factory.mktemp("broken-models")
     folders = {name: root / name for name in ("truncated_h5", "truncated_safetensors", "big_tokenizer")}

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import sentiment_rows, write_csv, write_sentiment_files
-from tf_finetune.baseline import C_GRID, base_encoder, chosen_c, encode, encode_split, fit_classifier
+from tf_finetune.training.baseline import C_GRID, base_encoder, chosen_c, encode, encode_split, fit_classifier
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
 from tf_finetune.training import FineTuneRun, train
 
 
@@ -55,8 +55,8 @@ def test_padding_does_not_change_mean_pooled_features(tiny_bert, tmp_path):
     run = FineTuneRun(config_for(tiny_bert, tmp_path))
     encoder = base_encoder(run.model)
     text, longer = "the film was good", "the music of this movie was really very lovely and the plot was superb"
-    alone = dict(run.tokenizer([text], return_tensors="tf"))
-    padded = dict(run.tokenizer([text, longer], padding=True, return_tensors="tf"))
+    alone = dict(run.preprocessor([text], return_tensors="tf"))
+    padded = dict(run.preprocessor([text, longer], padding=True, return_tensors="tf"))
     assert int(padded["attention_mask"][0].numpy().sum()) < padded["attention_mask"].shape[1]  # row 0 is padded
     np.testing.assert_allclose(encode(encoder, [alone], "mean")[0], encode(encoder, [padded], "mean")[0], atol=1e-5)
     np.testing.assert_allclose(encode(encoder, [alone], "cls")[0], encode(encoder, [padded], "cls")[0], atol=1e-5)
@@ -112,7 +112,7 @@ def test_cross_validation_chooses_c_from_the_grid():
 def test_glue_stsb_is_refused_before_the_model_loads(tiny_bert, tmp_path, monkeypatch):
     from glue_layout import write_glue_layout
 
-    import tf_finetune.training as training
+    import tf_finetune.training.run as training
 
     monkeypatch.setattr(training, "load_model", lambda *args: pytest.fail("the model was loaded"))
     config = TrainConfig(task="stsb", model_name_or_path=str(tiny_bert), data_dir=str(write_glue_layout(tmp_path)),

@@ -6,7 +6,7 @@ import datasets
 import numpy as np
 import pytest
 
-from tf_finetune.batching import example_lengths, length_grouped_batches, length_grouped_dataset
+from tf_finetune.data.batching import example_lengths, length_grouped_batches, length_grouped_dataset
 
 LENGTHS = np.random.default_rng(0).integers(1, 120, size=1003)
 

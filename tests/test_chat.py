@@ -12,8 +12,8 @@ import pytest
 from conftest import build_tiny_bert
 from task_fixtures.chat import QUESTION, write_conversations
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
-from tf_finetune.models import load_tokenizer
+from tf_finetune.core.errors import UserError
+from tf_finetune.models.loading import load_tokenizer
 from tf_finetune.predict import main as predict_main
 from tf_finetune.tasks import get_task
 from tf_finetune.tasks.chat import DEFAULT_CHAT_TEMPLATE, generate_answers

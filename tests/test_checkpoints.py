@@ -12,10 +12,10 @@ import tensorflow as tf
 import tf_keras
 
 from conftest import write_sentiment_files
-from tf_finetune.checkpoints import (RunState, discard_after, latest_checkpoint, read_checkpoint_state,
-                                     write_checkpoint)
+from tf_finetune.runtime.checkpoints import (RunState, discard_after, latest_checkpoint, read_checkpoint_state,
+                                             write_checkpoint)
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
 from tf_finetune.training import train
 
 

@@ -189,8 +189,8 @@ def test_tpu_without_a_tpu_fails_fast_with_one_line(tmp_path, capsys):
 def test_strategy_choices_and_their_errors(monkeypatch):
     import tensorflow as tf
 
-    from tf_finetune.distribute import resolve_strategy
-    from tf_finetune.errors import UserError
+    from tf_finetune.runtime.distribute import resolve_strategy
+    from tf_finetune.core.errors import UserError
 
     for name in ("TF_CONFIG", "COLAB_TPU_ADDR", "TPU_NAME"):
         monkeypatch.delenv(name, raising=False)
@@ -226,7 +226,7 @@ def test_accumulating_two_batches_of_four_equals_one_batch_of_eight(loss_scaling
     import tensorflow as tf
     import tf_keras
 
-    from tf_finetune.accumulation import accumulate_gradients
+    from tf_finetune.runtime.accumulation import accumulate_gradients
 
     rng = np.random.default_rng(0)
     features = {"input_ids": rng.integers(5, 60, (16, 10)).astype("int32"),
@@ -258,6 +258,18 @@ def run_config(model: Path, data_files: dict[str, str], tmp_path: Path, **overri
                   validation_file=data_files["validation"], output_dir=str(tmp_path / "out"), num_train_epochs=1,
                   per_device_train_batch_size=4, learning_rate=1e-3, verbose=0)
     return TrainConfig(**{**values, **overrides})
+
+
+def test_a_notebook_run_trains_under_the_configured_strategy(bert_without_dropout, data_files, tmp_path):
+    import tensorflow as tf
+
+    from tf_finetune.runtime.distribute import resolve_strategy
+    from tf_finetune.training import FineTuneRun
+
+    config = run_config(bert_without_dropout, data_files, tmp_path, strategy="cpu")
+    run = FineTuneRun(config)  # no strategy passed: config.strategy's, as train resolves it
+    assert run.strategy is resolve_strategy(config) and isinstance(run.strategy, tf.distribute.OneDeviceStrategy)
+    assert all(run.strategy.extended.variable_created_in_scope(weight) for weight in run.model.weights)
 
 
 def test_schedule_counts_optimizer_updates_with_accumulation(bert_without_dropout, data_files, tmp_path):
@@ -302,8 +314,8 @@ def test_fp16_builds_a_mixed_model_with_loss_scaling(bert_without_dropout, data_
 def test_padding_multiple_rules():
     import tensorflow as tf
 
-    from tf_finetune.distribute import pad_multiple
-    from tf_finetune.errors import UserError
+    from tf_finetune.runtime.distribute import pad_multiple
+    from tf_finetune.core.errors import UserError
 
     default = tf.distribute.get_strategy()
     assert pad_multiple(TrainConfig(max_seq_length=100), xla=False, strategy=default, max_length=128) is None
@@ -318,8 +330,8 @@ def test_padding_multiple_rules():
 
 
 def test_xla_pads_to_multiples_and_tpu_input_is_fixed_shape_tensors(bert_without_dropout, data_files, tmp_path, monkeypatch):
-    import tf_finetune.distribute
-    import tf_finetune.training
+    import tf_finetune.runtime.distribute
+    import tf_finetune.training.run
     from tf_finetune.training import FineTuneRun
 
     config = run_config(bert_without_dropout, data_files, tmp_path, jit_compile=True)
@@ -327,7 +339,7 @@ def test_xla_pads_to_multiples_and_tpu_input_is_fixed_shape_tensors(bert_without
     assert host_run.config.jit_compile and host_run.config.pad_to_multiple_of == 64  # XLA: few shapes
     assert {features["input_ids"].shape[1] for features, _ in host_run.train_dataset} == {64}
     assert b"PyFunc" in host_run.train_dataset._as_serialized_graph().numpy()  # prepare_tf_dataset: Python
-    for module in (tf_finetune.distribute, tf_finetune.training):
+    for module in (tf_finetune.runtime.distribute, tf_finetune.training.run):
         monkeypatch.setattr(module, "needs_static_shapes", lambda strategy: True)
     run = FineTuneRun(config)
     assert not run.config.jit_compile  # TPUs compile everything; Keras' jit_compile stays off

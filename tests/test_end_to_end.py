@@ -26,7 +26,11 @@ def test_sst2_command_trains_minilm_and_the_output_reloads(minilm_path, shared_d
     for name in ("training_curves.png", "report.md", "report.html", "log_history.json", "runs"):
         assert (out / name).exists(), name
     results = json.loads((out / "all_results.json").read_text())
-    assert results["eval_samples"] == 128 and 0.0 <= results["eval_accuracy"] <= 1.0
+    dev_labels = [line.split("\t")[-1] for line in (shared_data / "glue" / "SST-2" / "dev.tsv").read_text().splitlines()
+                  [1:129]]
+    majority = max(dev_labels.count("0"), dev_labels.count("1")) / 128  # 0.52 on these 128 sentences
+    # measured: 0.67 after these 16 steps; a model that learnt nothing stays at or below the majority rate
+    assert results["eval_samples"] == 128 and results["eval_accuracy"] >= majority + 0.05
     assert len((out / "predict_results_sst2.txt").read_text().splitlines()) == 17
 
     model = TFAutoModelForSequenceClassification.from_pretrained(out)

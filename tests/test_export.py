@@ -14,7 +14,8 @@ import pytest
 
 from conftest import write_sentiment_files
 from hub_server import TOKEN, HubServer, hub, hub_environment  # noqa: F401 - `hub` is a fixture
-from tf_finetune.export import export, main
+from tf_finetune.outputs.export import export
+from tf_finetune.export import main
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4  # max abs difference between TF and PyTorch (or SavedModel) outputs, float32 on CPU
@@ -84,7 +85,7 @@ def build_run_dir(path: Path, source: Path, tf_class: str, overrides: dict):
     """A save_pretrained folder of `tf_class` (a new head where the source has none) with the source's tokenizer."""
     from transformers import AutoTokenizer
 
-    from tf_finetune.models import load_model, load_model_config
+    from tf_finetune.models.loading import load_model, load_model_config
 
     model = load_model(tf_class, str(source), load_model_config(str(source), **overrides))
     model.save_pretrained(path)

@@ -7,7 +7,7 @@ import pytest
 
 from glue_layout import write_glue_layout
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
 from tf_finetune.tasks import get_task, list_tasks
 from tf_finetune.tasks.glue import GLUE_TASKS
 from tf_finetune.training import train

@@ -1,4 +1,4 @@
-"""tf_finetune.hub and `python -m tf_finetune.push` against the test hub (no TensorFlow needed)."""
+"""tf_finetune.hub.client, the model card and `python -m tf_finetune.push` against the test hub (no TensorFlow needed)."""
 from __future__ import annotations
 
 import json
@@ -14,9 +14,9 @@ from huggingface_hub import ModelCard, constants
 from conftest import command_error
 from hub_server import TOKEN, HubServer, hub, hub_environment  # noqa: F401 - hub is a fixture
 from tf_finetune import push
-from tf_finetune.errors import UserError
-from tf_finetune.hub import (HubUploader, Retry, check_push_access, push_command, resolve_token,
-                             write_model_card, write_model_card_for_run)
+from tf_finetune.core.errors import UserError
+from tf_finetune.hub.client import HubUploader, Retry, check_push_access, push_command, resolve_token
+from tf_finetune.outputs.model_card import write_model_card, write_model_card_for_run
 
 FAST = Retry(attempts=3, initial_delay=0.01, max_delay=0.02)
 RESULTS = {"eval_accuracy": 0.875, "eval_loss": 0.31, "eval_runtime": 1.5, "train_loss": 0.42, "epoch": 3.0}
@@ -104,7 +104,7 @@ def test_uploader_retries_server_errors(hub: HubServer, output_dir: Path) -> Non
 
 def test_a_newer_push_replaces_a_waiting_one_while_the_hub_is_away(hub: HubServer, output_dir: Path,
                                                                    caplog) -> None:
-    caplog.set_level(logging.INFO, logger="tf_finetune.hub")
+    caplog.set_level(logging.INFO, logger="tf_finetune.hub.client")
     repo_id = check_push_access(None, str(output_dir), TOKEN, private=False)
     hub.stop()
     uploader = HubUploader(str(output_dir), repo_id, TOKEN, retry=Retry(attempts=100, initial_delay=0.05,
@@ -276,3 +276,42 @@ def test_the_token_is_never_written_or_logged(hub: HubServer, output_dir: Path, 
     captured = capsys.readouterr()
     assert "Send: curl" in caplog.text and "authorization: <TOKEN>" in caplog.text  # the request log is captured
     assert TOKEN not in caplog.text + captured.out + captured.err + (uploader.last_error or "")
+
+
+@pytest.mark.parametrize("name, valid", [("alice/model", True), ("bert-base-uncased", True), ("./bert", False),
+                                         ("/home/me/bert", False), ("~/bert", False), ("a/b/c", False),
+                                         ("not a/valid id", False)])
+def test_one_hub_id_rule_for_config_cards_loading_and_push(hub: HubServer, output_dir: Path, name, valid) -> None:
+    """--base_model_id, the model card, model loading and the push's repository all ask hub.client.is_repo_id."""
+    from tf_finetune.config import TrainConfig
+    from tf_finetune.hub.client import is_repo_id
+    from tf_finetune.models.loading import _check_local_path
+    from tf_finetune.outputs.model_card import is_hub_id
+
+    assert is_repo_id(name) == valid and is_hub_id(name) == valid
+    assert not is_repo_id("bert-base-uncased", namespaced=True) and is_repo_id("alice/model", namespaced=True)
+    if valid:
+        TrainConfig(base_model_id=name).validate()
+        _check_local_path(name)  # left to the Hub
+    else:
+        with pytest.raises(UserError, match="--base_model_id must be a Hub model id"):
+            TrainConfig(base_model_id=name).validate()
+        with pytest.raises(UserError, match=f"model path {name} does not exist"):
+            _check_local_path(name)
+    if "/" in name and not name.startswith(("/", "~", ".")):  # a repository of alice's: refused only when invalid
+        if valid:
+            assert check_push_access(name, str(output_dir), TOKEN, private=False) == name
+        else:
+            with pytest.raises(UserError, match="not a valid Hub repository id"):
+                check_push_access(name, str(output_dir), TOKEN, private=False)
+
+
+def test_push_runs_through_run_cli(hub: HubServer, output_dir: Path, capsys, monkeypatch) -> None:
+    """Like the other commands: Ctrl-C during the upload exits 130 with one line, the package logs to stderr."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(push, "upload_output_dir", interrupted)
+    assert push.main([str(output_dir), "--hub_model_id", "alice/pushed", "--hub_token", TOKEN], retry=FAST) == 130
+    err = capsys.readouterr().err
+    assert "Wrote the model card" in err and err.strip().splitlines()[-1].startswith("interrupted: ")

@@ -15,8 +15,8 @@ from conftest import write_sentiment_files
 from hub_server import TOKEN, HubServer, hub  # noqa: F401 - `hub` is a fixture
 from tf_finetune import push
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
-from tf_finetune.hub import HubUploader, Retry
+from tf_finetune.core.errors import UserError
+from tf_finetune.hub.client import HubUploader, Retry
 from tf_finetune.training import train
 
 
@@ -56,20 +56,21 @@ def test_lora_push_uploads_the_adapter_and_says_lora_on_the_card(hub: HubServer,
     assert "Trained with LoRA: rank 4, alpha 8" in card and "parameters trained (" in card
 
 
-def test_epoch_strategy_makes_one_commit_per_epoch(hub: HubServer, tiny_bert, data_files, tmp_path):
-    class SlowEpochs(tf_keras.callbacks.Callback):
-        """Leaves each epoch's upload time to finish, so no push replaces a waiting one."""
+def test_epoch_strategy_makes_one_commit_per_epoch(hub: HubServer, tiny_bert, data_files, tmp_path, monkeypatch):
+    class WaitingUploader(HubUploader):
+        """Finishes each upload before training goes on, so no epoch's push replaces a waiting one."""
 
-        def on_epoch_end(self, epoch, logs=None):
-            time.sleep(1.0)
+        def push(self, commit_message: str, blocking: bool = False) -> None:
+            super().push(commit_message, blocking=True)
 
-    train(push_config(tiny_bert, data_files, tmp_path, hub_strategy="epoch"), extra_callbacks=[SlowEpochs()])
+    monkeypatch.setattr("tf_finetune.training.pipeline.HubUploader", WaitingUploader)
+    train(push_config(tiny_bert, data_files, tmp_path, hub_strategy="epoch"))
     titles = [c.title for c in hub.commits("alice/sst-tiny")][1:]
     assert titles == ["Training in progress, epoch 1", "Training in progress, epoch 2", "End of training"]
 
 
 def test_hub_going_away_never_loses_the_run(hub: HubServer, tiny_bert, data_files, tmp_path, monkeypatch):
-    monkeypatch.setattr("tf_finetune.training.HubUploader", functools.partial(HubUploader, retry=Retry(2, 0.01, 0.02)))
+    monkeypatch.setattr("tf_finetune.training.pipeline.HubUploader", functools.partial(HubUploader, retry=Retry(2, 0.01, 0.02)))
 
     class KillHub(tf_keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import WORDS
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
 from tf_finetune.tasks import get_task
 from tf_finetune.tasks.language_modeling import _token_loss_step, group_texts, head_applies_to_positions, mask_once
 
@@ -43,7 +43,7 @@ def lm_config(task, model, files, tmp_path, **changes) -> TrainConfig:
 
 
 def tokenized(config: TrainConfig):
-    from tf_finetune.models import load_tokenizer
+    from tf_finetune.models.loading import load_tokenizer
 
     task = get_task(config.task)
     tokenizer = load_tokenizer(config.model_name_or_path)
@@ -176,7 +176,7 @@ def test_clm_line_by_line_ignores_padding_in_the_loss(tiny_gpt2, text_files, tmp
 
     config = lm_config("clm", tiny_gpt2, text_files, tmp_path, line_by_line=True, per_device_eval_batch_size=1)
     single = FineTuneRun(config)
-    assert single.tokenizer.pad_token == single.tokenizer.eos_token  # GPT-2 has none; padding uses eos
+    assert single.preprocessor.pad_token == single.preprocessor.eos_token  # GPT-2 has none; padding uses eos
     assert single.splits["validation"].features["labels"] == single.splits["validation"].features["input_ids"]
     padded = FineTuneRun(config.replace(per_device_eval_batch_size=8))
     assert padded.evaluate()["eval_loss"] == pytest.approx(single.evaluate()["eval_loss"], rel=1e-5)
@@ -252,7 +252,7 @@ def test_bad_input_is_a_user_error(tiny_bert, text_files, tmp_path, changes, mes
 def test_mlm_needs_a_mask_token_and_a_masked_lm_model(tiny_gpt2, text_files, tmp_path):
     from transformers import AutoConfig
 
-    from tf_finetune.models import load_model
+    from tf_finetune.models.loading import load_model
 
     with pytest.raises(UserError, match="no mask token"):
         tokenized(lm_config("mlm", tiny_gpt2, text_files, tmp_path))
@@ -291,7 +291,7 @@ def test_minilm_mlm_on_wikitext_lowers_perplexity(minilm_path, shared_data, tmp_
 
 
 def test_search_fraction_counts_blocks_not_texts(tiny_bert, text_files, tmp_path):
-    from tf_finetune.tuning import inspect_data
+    from tf_finetune.tuning.search import inspect_data
 
     config = lm_config("mlm", tiny_bert, text_files, tmp_path, tune="random", tune_train_fraction=0.5)
     blocks = len(tokenized(config)[0]["train"])

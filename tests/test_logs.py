@@ -12,10 +12,10 @@ import tensorflow as tf
 import tf_keras
 
 from conftest import write_sentiment_files
-from tf_finetune import progress
-from tf_finetune.callbacks import ProgressLines, keras_verbosity, progress_callbacks
+from tf_finetune.core import progress
+from tf_finetune.training.callbacks import ProgressLines, keras_verbosity, progress_callbacks
 from tf_finetune.cli import parse_config
-from tf_finetune.logs import command_logging, log_level_from_argv, native_noise_filtered
+from tf_finetune.core.logs import command_logging, log_level_from_argv, native_noise_filtered
 
 NOISE = ("absl::InitializeLog", "cuInit", "cuda drivers", "oneDNN custom operations", "deprecated and will be removed",
          "Some weights", "were not used", "newly initialized", "You should probably TRAIN")

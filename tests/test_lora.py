@@ -14,8 +14,8 @@ from safetensors.numpy import load_file
 from conftest import write_sentiment_files
 from task_fixtures import CASES, TinyModels
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
-from tf_finetune.lora import LoraDense, lora_layers
+from tf_finetune.core.errors import UserError
+from tf_finetune.models.lora import LoraDense, lora_layers
 from tf_finetune.predict import main as predict_main
 from tf_finetune.tasks import list_tasks
 from tf_finetune.training import FineTuneRun, train
@@ -89,7 +89,7 @@ def test_unmerged_output_is_config_and_adapter_and_predicts_like_the_merged_one(
         card = (output_dir / "README.md").read_text()
         assert "Trained with LoRA: rank 2, alpha 8" in card and "lora_rank" in card
     assert outputs[True] == outputs[False]
-    from tf_finetune.models import load_model, load_model_config
+    from tf_finetune.models.loading import load_model, load_model_config
 
     reloaded = load_model("TFAutoModelForSequenceClassification", str(output_dir), load_model_config(str(output_dir)))
     assert len(reloaded.trainable_weights) == len(reloaded.weights), "a merged adapter leaves a plain, trainable model"

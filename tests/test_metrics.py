@@ -12,7 +12,7 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 import tf_finetune.metrics
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
 from tf_finetune.metrics import compute_metrics, list_metrics, load_metric
 
 METRICS_DIR = os.path.dirname(os.path.abspath(tf_finetune.metrics.__file__))

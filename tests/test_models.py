@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from tf_finetune.errors import UserError
-from tf_finetune.models import load_model, load_model_config, load_tokenizer, max_model_length
+from tf_finetune.core.errors import UserError
+from tf_finetune.models.loading import load_model, load_model_config, load_tokenizer, max_model_length
 
 
 def test_native_tf_checkpoint_loads(tiny_bert):
@@ -27,7 +27,21 @@ def test_pytorch_only_safetensors_load_with_their_real_weights(minilm_path):
 def test_masked_lm_head_is_created_for_a_bare_encoder(minilm_path):
     config = load_model_config(str(minilm_path))
     model = load_model("TFAutoModelForMaskedLM", str(minilm_path), config)
-    assert model.config.vocab_size == 30522
+    tokenizer = load_tokenizer(str(minilm_path))
+    logits = model(tokenizer(["a [MASK] dog"], return_tensors="tf")).logits
+    # one score per entry of the checkpoint's own vocabulary file, over the pretrained (tied) word embeddings
+    assert logits.shape[-1] == len((minilm_path / "vocab.txt").read_text().splitlines()) == 30522
+    expected = load_file(str(minilm_path / "model.safetensors"))["embeddings.word_embeddings.weight"]
+    np.testing.assert_array_equal(model.get_output_embeddings().weight.numpy(), expected)
+
+
+@pytest.mark.parametrize("auto_class", ["TFAutoModelForTokenClassification", "TFAutoModelForQuestionAnswering",
+                                        "TFAutoModelForMultipleChoice"])
+def test_real_encoder_loads_for_heads_that_drop_its_pooler(auto_class, minilm_path):
+    # its pooler and position_ids buffer have no place in these models: legitimately dropped, not an error
+    model = load_model(auto_class, str(minilm_path), load_model_config(str(minilm_path)))
+    expected = load_file(str(minilm_path / "model.safetensors"))["encoder.layer.5.output.dense.weight"]
+    np.testing.assert_array_equal(model.bert.encoder.layer[5].bert_output.dense.kernel.numpy(), expected.T)
 
 
 def test_file_instead_of_directory(tiny_bert):

@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, TFAutoModelForMultipleChoice
 from conftest import command_error
 from task_fixtures.multiple_choice import cue_rows, write_rows, write_swag_files
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
 from tf_finetune.predict import main as predict_main
 from tf_finetune.tasks import get_task
 from tf_finetune.tasks.multiple_choice import MultipleChoiceCollator

@@ -17,9 +17,9 @@ from transformers import AutoTokenizer, TFAutoModelForTokenClassification
 from conftest import command_error
 from task_fixtures.token_classification import tagged_sentences, write_conll
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
 from tf_finetune.metrics import compute_metrics, load_metric
-from tf_finetune.models import load_tokenizer
+from tf_finetune.models.loading import load_tokenizer
 from tf_finetune.predict import main as predict_main
 from tf_finetune.tasks import get_task
 from tf_finetune.tasks.token_classification import check_tokenizer, read_conll

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 from transformers import TFAutoModelForSequenceClassification
 
-from tf_finetune.optimizer import LazyAdamWeightDecay, build_optimizer
+from tf_finetune.runtime.optimizer import LazyAdamWeightDecay, build_optimizer
 
 _SETTINGS = dict(learning_rate=1e-2, total_steps=10, warmup_steps=0, weight_decay=0.1, epsilon=1e-8, max_grad_norm=0)
 

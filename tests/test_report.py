@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from conftest import write_sentiment_files
-from tf_finetune import report as report_module
+from tf_finetune.outputs import report as report_module
 from tf_finetune.config import TrainConfig
-from tf_finetune.plots import curve_panels, overlaid_panels
-from tf_finetune.report import build, read_run, write_report
+from tf_finetune.outputs.plots import curve_panels, overlaid_panels
+from tf_finetune.outputs.report import build, read_run, write_report
 from tf_finetune.training import train
 
 CHROMIUM = "/usr/bin/chromium"
@@ -144,6 +144,39 @@ def test_older_run_and_per_step_log(tmp_path):
     assert (tmp_path / "training_curves.png").stat().st_size > 1000
 
 
+def test_card_report_and_trackers_agree_on_metrics_and_hyperparameters(tmp_path):
+    """One rule each: the model card's model-index, the report's final results and the trackers' HParams list the
+    same metrics (perplexity too) and the same hyperparameters (the search's tuned values included)."""
+    from huggingface_hub import ModelCard
+
+    from tf_finetune.outputs.model_card import write_model_card_for_run
+    from tf_finetune.training.trackers import tensorboard_hparams
+
+    config = TrainConfig(task="clm", model_name_or_path="gpt2", lora_rank=4, learning_rate=1e-4)
+    tuned = {"learning_rate": 3e-4}
+    (tmp_path / "run_config.json").write_text(json.dumps(config.to_dict()))
+    (tmp_path / "all_results.json").write_text(json.dumps({
+        "epoch": 2, "best_epoch": 2, "train_loss": 3.1, "train_runtime": 9.5, "train_samples": 64,
+        "trainable_parameters": 1000, "eval_loss": 2.5, "perplexity": 12.18, "eval_samples": 16,
+        "eval_runtime": 0.5, "baseline_eval_accuracy": 0.5, "best_hyperparameters": tuned}))
+    card = ModelCard.load(write_model_card_for_run(str(tmp_path), "alice/clm-run"))
+    assert {(r.metric_type, r.metric_value) for r in card.data.eval_results} == {("loss", 2.5), ("perplexity", 12.18)}
+    assert read_run(str(tmp_path)).final_metrics() == {"eval_loss": 2.5, "perplexity": 12.18}
+
+    table = card.text.split("## Training hyperparameters")[1].split("##")[0]
+    in_card = dict(re.findall(r"^\| (\w+) \| (.*) \|$", table, flags=re.MULTILINE))
+    in_card.pop("Hyperparameter")
+    write_report(str(tmp_path))
+    report = (tmp_path / "report.md").read_text().split("## Hyperparameters")[1].split("##")[0]
+    in_report = dict(re.findall(r"^\| (\w+) \| (.*) \|$", report, flags=re.MULTILINE))
+    in_report.pop("hyperparameter")
+    assert in_card.keys() == in_report.keys()
+    assert in_card["learning_rate"] == "0.0003" and {"lora_rank", "block_size"} <= in_card.keys()
+    assert "max_seq_length" not in in_card and "mlm_probability" not in in_card  # not for clm
+    hparams = tensorboard_hparams(config.replace(**tuned))
+    assert hparams.keys() == in_card.keys() and hparams["learning_rate"] == 3e-4
+
+
 def test_comparison_of_two_runs(runs, tmp_path):
     written = build([str(runs["high"]), str(runs["low"])], str(tmp_path))
     assert [Path(p).name for p in written] == ["comparison_curves.png", "comparison.md", "comparison.html"]
@@ -160,9 +193,8 @@ def test_comparison_of_two_runs(runs, tmp_path):
 
 
 def test_comparison_of_a_search(tmp_path):
-    from tf_finetune.tuning import RESULTS_JSON
+    from tf_finetune.core.layout import TUNING_RESULTS_FILE as RESULTS_JSON
 
-    assert report_module.TUNING_RESULTS_FILE == RESULTS_JSON
     trials = [{"trial_id": "0", "status": "COMPLETED", "score": 0.9, "best_epoch": 2, "learning_rate": 1e-4,
                "per_device_train_batch_size": 16, "history": [0.8, 0.9]},
               {"trial_id": "1", "status": "COMPLETED", "score": 0.7, "best_epoch": 1, "learning_rate": 1e-3,

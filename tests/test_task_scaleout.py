@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from task_fixtures import CASES, TinyModels
-from tf_finetune.models import load_model_config
+from tf_finetune.models.loading import load_model_config
 from tf_finetune.tasks import get_task
 from tf_finetune.tuning import tune
 
@@ -56,11 +56,14 @@ def test_task_trains_on_two_mirrored_replicas_and_its_card_names_it(name, models
 @pytest.mark.parametrize("name", TASKS)
 def test_task_can_be_tuned(name, models, tmp_path):
     space = tmp_path / "space.yaml"
-    space.write_text(yaml.safe_dump({"learning_rate": {"type": "choice", "values": [1e-3, 1e-2]}}))
+    space.write_text(yaml.safe_dump({"learning_rate": {"type": "choice", "values": [1e-7, 1e-2]}}))
     config = case_config(name, models, tmp_path).replace(tune="random", max_trials=2, tune_space=str(space),
                                                          do_predict=False)
     _, best = tune(config)
     trials = json.loads((tmp_path / "out" / "tuning_results.json").read_text())["trials"]
     assert [trial["status"] for trial in trials] == ["COMPLETED", "COMPLETED"]
-    assert best["learning_rate"] in (1e-3, 1e-2)
+    # 1e-7 leaves the new head as it was; 1e-2 learns the case's cue in one epoch (measured: NER F1 0.45 vs 0.29,
+    # QA F1 22 vs 6, multiple-choice accuracy 0.25 vs 0)
+    scores = {trial["learning_rate"]: trial["score"] for trial in trials}
+    assert best["learning_rate"] == 1e-2 and scores[1e-2] > scores[1e-7]
     assert json.loads((tmp_path / "out" / "all_results.json").read_text())["best_hyperparameters"] == best

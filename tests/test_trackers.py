@@ -12,8 +12,8 @@ import tf_keras
 
 from conftest import write_sentiment_files
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
-from tf_finetune.trackers import resolve_report_to, wandb_mode
+from tf_finetune.core.errors import UserError
+from tf_finetune.training.trackers import resolve_report_to, wandb_mode
 from tf_finetune.training import FineTuneRun, train
 
 STEPS_PER_EPOCH = 96 // 8
@@ -188,7 +188,7 @@ def test_report_to_errors_are_one_line_before_training(config, monkeypatch):
         resolve_report_to(["none", "tensorboard"])
     with pytest.raises(UserError, match="report_to must be one of .*did you mean 'tensorboard'"):
         config.replace(report_to=["tensorbord"]).validate()
-    monkeypatch.setattr("tf_finetune.trackers.installed", lambda name: name != "mlflow")
+    monkeypatch.setattr("tf_finetune.training.trackers.installed", lambda name: name != "mlflow")
     with pytest.raises(UserError, match="pip install mlflow-skinny"):
         FineTuneRun(config.replace(report_to=["mlflow"]))
     assert resolve_report_to(["all"]) == ["tensorboard", "wandb"]

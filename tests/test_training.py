@@ -12,9 +12,9 @@ import tf_keras
 from transformers import AutoTokenizer, TFAutoModelForSequenceClassification
 
 from conftest import sentiment_rows, write_csv, write_sentiment_files
-from tf_finetune.checkpoints import RunState, latest_checkpoint, read_checkpoint_state
+from tf_finetune.runtime.checkpoints import RunState, latest_checkpoint, read_checkpoint_state
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
 from tf_finetune.training import FineTuneRun, train
 
 
@@ -97,7 +97,7 @@ def test_resumes_after_a_crash_without_repeating_epochs(config, caplog):
 
 
 def test_each_epoch_trains_on_its_own_length_grouped_order_also_after_a_resume(config, monkeypatch):
-    import tf_finetune.batching as batching
+    import tf_finetune.data.batching as batching
 
     epochs_ordered = []
     original = batching.length_grouped_batches
@@ -116,29 +116,29 @@ def test_each_epoch_trains_on_its_own_length_grouped_order_also_after_a_resume(c
 
 
 def test_evaluation_runs_longest_first_and_scores_as_the_split_in_its_own_order(config):
-    from tf_finetune.batching import example_lengths
-    from tf_finetune.training import model_columns
+    from tf_finetune.data.batching import example_lengths
+    from tf_finetune.training.run import model_columns
 
     rows = [(f"{sentence}{' and very good' * (i % 4)}", label) for i, (sentence, label) in enumerate(sentiment_rows(24))]
     run = FineTuneRun(config.replace(validation_file=write_csv(Path(config.output_dir).parent / "mixed.csv", rows)))
-    original = run.task.tokenize(run.task.load_raw_datasets(run.config), run.tokenizer, run.config)["validation"]
+    original = run.task.tokenize(run.task.load_raw_datasets(run.config), run.preprocessor, run.config)["validation"]
     assert not (np.diff(example_lengths(original.features)) <= 0).all()  # the file's order is not the sorted one
     in_order = run.model.prepare_tf_dataset(model_columns(run.model, original.features), batch_size=8, shuffle=False,
-                                            collate_fn=run.task.collator(run.tokenizer, run.config, training=False))
-    expected = run.task.evaluate(run.model, in_order, original, run.config)
+                                            collate_fn=run.task.collator(run.preprocessor, run.config, training=False))
+    expected = run.task.evaluate(run.model, in_order, original, run.config, run.context)
     assert run.evaluate() == pytest.approx(expected, rel=1e-5)
 
 
 
 def test_test_predictions_run_longest_first_and_come_back_in_the_files_order(config):
-    from tf_finetune.training import model_columns
+    from tf_finetune.training.run import model_columns
 
     rows = [(f"{sentence}{' and very good' * (i % 4)}", label) for i, (sentence, label) in enumerate(sentiment_rows(24))]
     test_file = write_csv(Path(config.output_dir).parent / "test.csv", rows)
     run = FineTuneRun(config.replace(test_file=test_file, do_predict=True))
     split = run.splits["test"]
     in_order = run.model.prepare_tf_dataset(model_columns(run.model, split.features), batch_size=8, shuffle=False,
-                                            collate_fn=run.task.collator(run.tokenizer, run.config, training=False))
+                                            collate_fn=run.task.collator(run.preprocessor, run.config, training=False))
     logits = run.model.predict(in_order, verbose=0).logits
     expected = [run.model.config.id2label[int(i)] for i in np.argmax(logits, -1)]
     assert len(set(expected)) == 2  # both labels occur, so a wrong order shows
@@ -186,7 +186,7 @@ def test_tokenised_splits_are_cached_between_runs(config):
 
 
 def test_outputs_get_the_usual_file_permissions(tmp_path):
-    from tf_finetune.outputs import write_json
+    from tf_finetune.core.files import write_json
 
     umask = os.umask(0o022)
     try:

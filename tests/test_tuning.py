@@ -14,9 +14,12 @@ import pytest
 
 from conftest import command_error, sentiment_rows, write_csv
 from tf_finetune.config import TrainConfig
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
 from tf_finetune.train import main
-from tf_finetune.tuning import FineTuneRun, FineTuneTuner, RandomSearchOracle, ReportCallback, tune
+from tf_finetune.training import FineTuneRun
+from tf_finetune.tuning.tuner import FineTuneTuner, ReportCallback
+from tf_finetune.tuning.oracles import RandomSearchOracle
+from tf_finetune.tuning import tune
 
 # A small space: two learning rates the tiny model tells apart, one or two epochs, and weight decay, a float (the
 # Gaussian process proposes NumPy floats for those).

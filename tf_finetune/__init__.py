@@ -9,13 +9,13 @@ __version__ = "0.1.0"
 
 _API = {
     "TrainConfig": "tf_finetune.config",
-    "FineTuneRun": "tf_finetune.training",
-    "train": "tf_finetune.training",
-    "tune": "tf_finetune.tuning",
+    "FineTuneRun": "tf_finetune.training.run",
+    "train": "tf_finetune.training.pipeline",
+    "tune": "tf_finetune.tuning.search",
     "get_task": "tf_finetune.tasks",
     "list_tasks": "tf_finetune.tasks",
-    "load_model": "tf_finetune.models",
-    "load_tokenizer": "tf_finetune.models",
+    "load_model": "tf_finetune.models.loading",
+    "load_tokenizer": "tf_finetune.models.loading",
 }
 
 

@@ -9,8 +9,8 @@ import types
 from typing import Callable, Optional, Sequence
 
 from tf_finetune.config import FIELD_FACTS, TrainConfig, load_config_file
-from tf_finetune.errors import TrainingInterrupted, UserError
-from tf_finetune.logs import command_logging, import_tensorflow, log_level_from_argv, set_log_level
+from tf_finetune.core.errors import TrainingInterrupted, UserError
+from tf_finetune.core.logs import command_logging, import_tensorflow, log_level_from_argv, set_log_level
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -75,7 +75,7 @@ def _value_of(flag: str, args: Sequence[str]) -> Optional[str]:
 
 
 def run_cli(main: Callable[[], int], argv: Optional[Sequence[str]] = None, tensorflow: bool = True) -> int:
-    """Run a command: logging at the level of its `--log_level` flag (see tf_finetune.logs), TensorFlow imported
+    """Run a command: logging at the level of its `--log_level` flag (see tf_finetune.core.logs), TensorFlow imported
     quietly (`tensorflow` false: a command that needs none); UserErrors become one line on stderr and exit code 2;
     SIGTERM / SIGINT exit 143 / 130."""
     level = log_level_from_argv(argv)

@@ -2,34 +2,35 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import importlib.util
-import json
 import os
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional
 
-from tf_finetune.errors import UserError
-from tf_finetune.logs import LOG_LEVELS
+from tf_finetune.core.errors import UserError
+from tf_finetune.core.fields import RANGE_FACTS, check_choices, check_ranges, check_types
+from tf_finetune.core.files import read_mapping_file
+from tf_finetune.core.logs import LOG_LEVELS
+from tf_finetune.hub.client import is_repo_id
 
 SECRET_FIELDS = ("hub_token",)
 # Facts about a field, kept in its metadata (and kept out of argparse, which receives the rest):
 #   changes_training: whether the field changes what training computes (False: a resumed run or search may differ)
 #   tunable: whether a search may vary it
-#   card: whether the model card lists it among the hyperparameters
-#   tasks: the tasks it applies to (None: all); not_tasks: tasks it does not apply to
+#   hyperparameter: whether it is one of the run's hyperparameters (see `hyperparameters`)
 #   needs: a field that must be set (truthy) for it to apply, e.g. LoRA settings need lora_rank
-FIELD_FACTS = {"changes_training": True, "tunable": True, "card": False, "tasks": None, "not_tasks": (), "needs": None}
+#   choices and the range facts (tf_finetune.core.fields) are checked by validate(); argparse receives choices
+FIELD_FACTS = {"changes_training": True, "tunable": True, "hyperparameter": False, "needs": None,
+               **dict.fromkeys(RANGE_FACTS)}
 # --report_to's default: TensorBoard, which ships with TensorFlow, when its package is there.
 DEFAULT_REPORT_TO = ["tensorboard"] if importlib.util.find_spec("tensorboard") else ["none"]
 
 
-def _arg(default: Any, help: str, *, changes_training: bool = True, tunable: bool = True, card: bool = False,
-         **metadata: Any) -> Any:
+def _arg(default: Any, help: str, *, changes_training: bool = True, tunable: bool = True,
+         hyperparameter: bool = False, **metadata: Any) -> Any:
     """A dataclass field whose help text becomes the `--help` entry, with the field's facts (see FIELD_FACTS)."""
-    metadata = {"help": help, "changes_training": changes_training, "tunable": tunable, "card": card, **metadata}
+    metadata = {"help": help, "changes_training": changes_training, "tunable": tunable,
+                "hyperparameter": hyperparameter, **metadata}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -38,13 +39,6 @@ def _arg(default: Any, help: str, *, changes_training: bool = True, tunable: boo
 def field_fact(name: str, fact: str) -> Any:
     """A fact (see FIELD_FACTS) about the TrainConfig field `name`."""
     return _FIELDS[name].metadata.get(fact, FIELD_FACTS[fact])
-
-
-def field_applies(name: str, values: dict[str, Any]) -> bool:
-    """Whether the field `name` applies to a run with these field values (its task, and the field it needs)."""
-    tasks, task, needs = field_fact(name, "tasks"), values.get("task"), field_fact(name, "needs")
-    return ((tasks is None or task in tasks) and task not in field_fact(name, "not_tasks")
-            and (needs is None or bool(values.get(needs))))
 
 
 def fields_where(fact: str, value: Any = True) -> list[str]:
@@ -77,31 +71,32 @@ class TrainConfig:
     text_column: Optional[list[str]] = _arg(None, "One text column, or two for sentence pairs "
                                             "(e.g. --text_column premise hypothesis).", nargs="+")
     label_column: str = _arg("label", "Label column of your own data.")
-    max_seq_length: int = _arg(128, "Longest tokenised input; longer inputs are truncated.", card=True,
-                               not_tasks=("mlm", "clm"))
-    max_train_samples: Optional[int] = _arg(None, "Use only the first N training examples.", tunable=False)
-    max_eval_samples: Optional[int] = _arg(None, "Use only the first N validation examples.")
-    max_predict_samples: Optional[int] = _arg(None, "Use only the first N test examples.", changes_training=False)
+    max_seq_length: int = _arg(128, "Longest tokenised input; longer inputs are truncated.", hyperparameter=True,
+                               above=0)
+    max_train_samples: Optional[int] = _arg(None, "Use only the first N training examples.", tunable=False, above=0)
+    max_eval_samples: Optional[int] = _arg(None, "Use only the first N validation examples.", above=0)
+    max_predict_samples: Optional[int] = _arg(None, "Use only the first N test examples.", above=0,
+                                              changes_training=False)
     group_by_length: bool = _arg(True, "Batch training examples of similar length together (less padding): shuffle, "
                                  "sort by length inside windows of --length_grouping_window batches, shuffle the "
                                  "batches; a new order every epoch. False: batches of random examples.")
     length_grouping_window: int = _arg(10, "Batches per window that --group_by_length sorts by length (larger: less "
-                                       "padding, less randomness).")
+                                       "padding, less randomness).", above=0)
     overwrite_cache: bool = _arg(False, "Tokenise again instead of reusing the datasets cache.", changes_training=False)
-    preprocessing_num_workers: Optional[int] = _arg(None, "Processes for tokenisation.", changes_training=False)
+    preprocessing_num_workers: Optional[int] = _arg(None, "Processes for tokenisation.", above=0,
+                                                    changes_training=False)
 
     # Language modelling
-    mlm_probability: float = _arg(0.15, "Share of tokens masked for masked language modelling.", card=True,
-                                  tasks=("mlm",))
+    mlm_probability: float = _arg(0.15, "Share of tokens masked for masked language modelling.", hyperparameter=True,
+                                  above=0, below=1)
     block_size: int = _arg(128, "Length of the token blocks that texts are concatenated and cut into (lowered, "
-                           "with a warning, to the longest input the model accepts).", card=True,
-                           tasks=("mlm", "clm"))
+                           "with a warning, to the longest input the model accepts).", hyperparameter=True, above=0)
     line_by_line: bool = _arg(False, "Treat each line as one example (truncated to --block_size) instead of "
                               "concatenating texts.")
 
     # Token classification (ner)
     label_column_index: Optional[int] = _arg(None, "CoNLL files: the column (0-based) holding the tag (default: the "
-                                             "last).", tunable=False)
+                                             "last).", tunable=False, at_least=0, zero_means="the first column")
     label_all_tokens: bool = _arg(False, "Label every sub-word of a word with the word's tag, not only the first "
                                   "(the rest get -100 and are not scored).")
     return_entity_level_metrics: bool = _arg(False, "Also report precision, recall and F1 per entity type.",
@@ -109,9 +104,9 @@ class TrainConfig:
 
     # Extractive question answering (qa)
     doc_stride: int = _arg(128, "Tokens shared by consecutive windows when a context is longer than "
-                           "--max_seq_length.", card=True, tasks=("qa",))
-    max_answer_length: int = _arg(30, "Longest answer, in tokens, that post-processing accepts.")
-    n_best_size: int = _arg(20, "Start and end logits considered per window when choosing the answer span.")
+                           "--max_seq_length.", hyperparameter=True, above=0)
+    max_answer_length: int = _arg(30, "Longest answer, in tokens, that post-processing accepts.", above=0)
+    n_best_size: int = _arg(20, "Start and end logits considered per window when choosing the answer span.", above=0)
     version_2_with_negative: bool = _arg(False, "SQuAD v2.0: some questions have no answer in their context.",
                                          tunable=False)
     null_score_diff_threshold: float = _arg(0.0, "SQuAD v2.0: predict no answer when the null score beats the best "
@@ -132,13 +127,13 @@ class TrainConfig:
                                         "the tokenizer's own template, else ChatML closing each turn with the "
                                         "tokenizer's end-of-sequence token).")
     train_on_prompt: bool = _arg(False, "Also train on the prompts' tokens (system and user turns and the template's "
-                                 "markup), not only on the assistant's answers.", card=True, tasks=("chat",))
+                                 "markup), not only on the assistant's answers.", hyperparameter=True)
     packing: bool = _arg(False, "Pack several short training conversations into one row of up to --max_seq_length "
-                         "tokens (each keeps its own loss mask).", card=True, tasks=("chat",))
+                         "tokens (each keeps its own loss mask).", hyperparameter=True)
     generation_eval: int = _arg(0, "After each epoch, answer the first N validation prompts and write the answers to "
-                                "generations_epoch<k>.jsonl.", changes_training=False, tunable=False)
+                                "generations_epoch<k>.jsonl.", changes_training=False, tunable=False, at_least=0)
     max_new_tokens: int = _arg(64, "Longest answer --generation_eval generates, in tokens.", changes_training=False,
-                               tunable=False)
+                               tunable=False, above=0)
 
     # Metrics and model selection
     metric: Optional[str] = _arg(None, "An evaluate metric (bundled name, local path or Hub id) for your own data.")
@@ -147,28 +142,29 @@ class TrainConfig:
     greater_is_better: Optional[bool] = _arg(None, "Whether a larger metric_for_best_model is better "
                                              "(default: inferred from the metric).")
     load_best_model_at_end: bool = _arg(True, "Restore the best epoch's weights before saving.", changes_training=False)
-    early_stopping_patience: Optional[int] = _arg(None, "Stop after N epochs without improvement.")
+    early_stopping_patience: Optional[int] = _arg(None, "Stop after N epochs without improvement.", above=0)
 
     # LoRA
     lora_rank: int = _arg(0, "LoRA rank: train low-rank adapters on --lora_target_modules (and the modules to save) "
-                          "instead of every weight; 0: full fine-tuning.", card=True, needs="lora_rank")
+                          "instead of every weight; 0: full fine-tuning.", hyperparameter=True, needs="lora_rank",
+                          at_least=0, zero_means="full fine-tuning")
     lora_alpha: Optional[float] = _arg(None, "LoRA alpha: the adapters' update is scaled by alpha/rank (default: "
-                                       "twice the rank).", card=True, needs="lora_rank")
-    lora_dropout: Optional[float] = _arg(None, "Dropout on the adapters' inputs (default 0).", card=True,
-                                         needs="lora_rank")
+                                       "twice the rank).", hyperparameter=True, needs="lora_rank", above=0)
+    lora_dropout: Optional[float] = _arg(None, "Dropout on the adapters' inputs (default 0).", hyperparameter=True,
+                                         needs="lora_rank", at_least=0, below=1)
     lora_target_modules: Optional[list[str]] = _arg(None, "Dense layers to adapt, matched against the end of their "
                                                     "module paths (default per architecture: BERT query value, "
                                                     "DistilBERT q_lin v_lin, Mistral q_proj v_proj).", nargs="+",
-                                                    card=True, needs="lora_rank")
+                                                    hyperparameter=True, needs="lora_rank")
     modules_to_save: Optional[list[str]] = _arg(None, "Modules trained in full next to the adapters (default: the "
-                                                "task head, e.g. classifier).", nargs="+", card=True,
+                                                "task head, e.g. classifier).", nargs="+", hyperparameter=True,
                                                 needs="lora_rank")
     lora_merge: bool = _arg(True, "Save the model with the adapters merged into its weights (loadable with "
                             "from_pretrained); false: save the adapter and a reference to the base model only. "
                             "adapter/ holds the adapter in the PEFT format either way.",
                             changes_training=False, tunable=False)
 
-    # Feature-extraction baseline (tf_finetune/baseline.py)
+    # Feature-extraction baseline (tf_finetune/training/baseline.py)
     features_baseline: bool = _arg(False, "Classification: before fine-tuning, encode the texts with the frozen "
                                    "pretrained encoder, fit scikit-learn's LogisticRegression on the training features "
                                    "(C chosen by cross-validation) and report its validation metrics as "
@@ -181,20 +177,25 @@ class TrainConfig:
     do_train: bool = _arg(True, "Train the model.", tunable=False)
     do_eval: bool = _arg(True, "Evaluate on the validation split each epoch and at the end.", tunable=False)
     do_predict: bool = _arg(False, "Write predictions for the test split.", changes_training=False, tunable=False)
-    num_train_epochs: int = _arg(3, "Number of epochs.", card=True)
-    per_device_train_batch_size: int = _arg(16, "Training batch size per device (replica).", card=True)
-    per_device_eval_batch_size: int = _arg(32, "Evaluation batch size per device (replica).", card=True)
+    num_train_epochs: int = _arg(3, "Number of epochs.", hyperparameter=True, above=0)
+    per_device_train_batch_size: int = _arg(16, "Training batch size per device (replica).", above=0,
+                                            hyperparameter=True)
+    per_device_eval_batch_size: int = _arg(32, "Evaluation batch size per device (replica).", above=0,
+                                           hyperparameter=True)
     gradient_accumulation_steps: int = _arg(1, "Micro-batches (of per_device_train_batch_size per replica) whose "
-                                            "mean gradient makes one update.", card=True)
-    learning_rate: float = _arg(2e-5, "Peak learning rate of AdamWeightDecay.", card=True)
-    weight_decay: float = _arg(0.01, "Decoupled weight decay (not applied to LayerNorm and biases).", card=True)
-    warmup_ratio: float = _arg(0.0, "Share of training steps for linear warm-up.", card=True)
-    warmup_steps: int = _arg(0, "Warm-up steps (overrides warmup_ratio when > 0).", card=True)
-    adam_epsilon: float = _arg(1e-8, "Adam epsilon.")
+                                            "mean gradient makes one update.", hyperparameter=True, above=0)
+    learning_rate: float = _arg(2e-5, "Peak learning rate of AdamWeightDecay.", hyperparameter=True, above=0)
+    weight_decay: float = _arg(0.01, "Decoupled weight decay (not applied to LayerNorm and biases).", at_least=0,
+                               hyperparameter=True)
+    warmup_ratio: float = _arg(0.0, "Share of training steps for linear warm-up.", at_least=0, below=1,
+                               hyperparameter=True)
+    warmup_steps: int = _arg(0, "Warm-up steps (overrides warmup_ratio when > 0).", hyperparameter=True, at_least=0)
+    adam_epsilon: float = _arg(1e-8, "Adam epsilon.", above=0)
     lazy_embedding_updates: bool = _arg(True, "Update only the embedding rows of the batch's tokens (lazy Adam): "
-                                        "much faster steps on short inputs.", card=True)
-    max_grad_norm: float = _arg(1.0, "Global gradient clipping norm (0 disables clipping).", card=True)
-    seed: int = _arg(42, "Random seed for weights, shuffling and masking.", card=True)
+                                        "much faster steps on short inputs.", hyperparameter=True)
+    max_grad_norm: float = _arg(1.0, "Global gradient clipping norm (0 disables clipping).", at_least=0,
+                                zero_means="no clipping", hyperparameter=True)
+    seed: int = _arg(42, "Random seed for weights, shuffling and masking.", hyperparameter=True)
     verbose: int = _arg(1, "Training progress: 0 none, 1 Keras' progress bar on a terminal (elsewhere, a line every "
                         "10%% of an epoch or every 30 seconds), 2 one line per epoch.", changes_training=False,
                         tunable=False, choices=[0, 1, 2])
@@ -208,9 +209,9 @@ class TrainConfig:
                               "optimizer steps (steps), or never (no: a killed run cannot resume).",
                               choices=["epoch", "steps", "no"], changes_training=False, tunable=False)
     save_steps: int = _arg(500, "With --save_strategy steps: optimizer steps between checkpoints.",
-                           changes_training=False, tunable=False)
+                           changes_training=False, tunable=False, above=0)
     save_total_limit: Optional[int] = _arg(2, "Checkpoints kept (the newest); None keeps them all.",
-                                           changes_training=False, tunable=False)
+                                           changes_training=False, tunable=False, above=0)
     resume_from_checkpoint: Optional[str] = _arg(None, "A checkpoint folder (output_dir/checkpoint/checkpoint-N) to "
                                                  "resume from, instead of the newest valid one.",
                                                  changes_training=False, tunable=False)
@@ -220,7 +221,7 @@ class TrainConfig:
                                   "checkpoints kept (model and optimizer state each, plus the one being written).",
                                   changes_training=False, tunable=False)
 
-    # Experiment trackers and the per-step log (tf_finetune.trackers, tf_finetune.step_log)
+    # Experiment trackers and the per-step log (tf_finetune.training.trackers, tf_finetune.training.step_log)
     report_to: list[str] = _arg(DEFAULT_REPORT_TO, "Experiment trackers to send the run's configuration, "
                                 "per-step and per-epoch scalars, final results (and, for MLflow, the model) to: "
                                 "tensorboard (logs in --logging_dir), mlflow (MLFLOW_TRACKING_URI, else "
@@ -231,7 +232,7 @@ class TrainConfig:
     logging_steps: int = _arg(10, "Optimizer steps between records of the training loss and learning rate "
                               "(log_history.json and the trackers). 10, not the Hugging Face Trainer's 500, so "
                               "a one-epoch run of ~60 steps still draws a curve.", changes_training=False,
-                              tunable=False)
+                              tunable=False, above=0)
     logging_dir: Optional[str] = _arg(None, "TensorBoard log folder (default: OUTPUT_DIR/runs; a search puts each "
                                       "trial's in a trial_<id> folder inside it).", changes_training=False,
                                       tunable=False)
@@ -261,8 +262,9 @@ class TrainConfig:
     # Hyperparameter search
     tune: Optional[str] = _arg(None, "Run a KerasTuner search first.", choices=["random", "bayesian", "hyperband"],
                                tunable=False)
-    max_trials: int = _arg(10, "Number of trials of the search.", changes_training=False, tunable=False)
-    tune_train_fraction: float = _arg(1.0, "Share of the training data used during the search.", tunable=False)
+    max_trials: int = _arg(10, "Number of trials of the search.", changes_training=False, tunable=False, above=0)
+    tune_train_fraction: float = _arg(1.0, "Share of the training data used during the search.", above=0, at_most=1,
+                                      tunable=False)
     tune_objective: Optional[str] = _arg(None, "Metric the search optimises (default: the task's main metric).",
                                          tunable=False)
     tune_dir: Optional[str] = _arg(None, "Where the search state lives (default: <output_dir>/tuning).",
@@ -276,12 +278,12 @@ class TrainConfig:
     strategy: str = _arg("auto", "Distribution strategy. auto: a TPU if one is reachable, else multi-worker when "
                          "TF_CONFIG names several workers, else all local GPUs when there are several, else the "
                          "default device.", choices=["auto", "cpu", "gpu", "mirrored", "multi_worker", "tpu"],
-                         tunable=False, card=True)
+                         tunable=False, hyperparameter=True)
     tpu: Optional[str] = _arg(None, "TPU name or address (default: Colab's local TPU).", tunable=False)
-    mixed_precision: str = _arg("no", "Mixed precision policy.", choices=["no", "fp16", "bf16"], card=True)
+    mixed_precision: str = _arg("no", "Mixed precision policy.", choices=["no", "fp16", "bf16"], hyperparameter=True)
     jit_compile: bool = _arg(False, "Compile the training step with XLA (off for multi-replica mirrored runs).")
     pad_to_multiple_of: Optional[int] = _arg(None, "Pad batches to a multiple of N tokens (default 64 with XLA or on "
-                                             "TPUs, else none; 1 pads to each batch's longest).")
+                                             "TPUs, else none; 1 pads to each batch's longest).", above=0)
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():  # accept pathlib paths wherever a path goes
@@ -292,36 +294,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Check values that need no model or data; raise UserError naming the field and the fix."""
-        self._check_types()
-        self._check_choices()
-        for name in ("num_train_epochs", "per_device_train_batch_size", "per_device_eval_batch_size",
-                     "max_seq_length", "gradient_accumulation_steps", "block_size", "max_trials", "doc_stride",
-                     "max_answer_length", "n_best_size", "length_grouping_window", "max_new_tokens", "save_steps",
-                     "logging_steps"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name} must be a positive number, got {getattr(self, name)}.")
-        if self.max_grad_norm < 0:
-            raise UserError(f"--max_grad_norm must be 0 (no clipping) or positive, got {self.max_grad_norm}.")
-        if self.learning_rate <= 0:
-            raise UserError(f"--learning_rate must be positive, got {self.learning_rate}.")
-        if not 0 <= self.warmup_ratio < 1:
-            raise UserError(f"--warmup_ratio must be in [0, 1), got {self.warmup_ratio}.")
-        if not 0 < self.mlm_probability < 1:
-            raise UserError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}.")
-        if not 0 < self.tune_train_fraction <= 1:
-            raise UserError(f"--tune_train_fraction must be in (0, 1], got {self.tune_train_fraction}.")
-        for name in ("warmup_steps", "weight_decay", "generation_eval"):
-            if getattr(self, name) < 0:
-                raise UserError(f"--{name} must not be negative, got {getattr(self, name)}.")
-        if self.adam_epsilon <= 0:
-            raise UserError(f"--adam_epsilon must be positive, got {self.adam_epsilon}.")
-        for name in ("max_train_samples", "max_eval_samples", "max_predict_samples", "early_stopping_patience",
-                     "pad_to_multiple_of", "preprocessing_num_workers", "save_total_limit"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise UserError(f"--{name} must be a positive number, got {value}.")
-        if self.label_column_index is not None and self.label_column_index < 0:
-            raise UserError(f"--label_column_index counts columns from 0, got {self.label_column_index}.")
+        check_types(self)
+        check_choices(self)
+        check_ranges(self)
         self._check_lora()
         if self.pooling != "cls" and not self.features_baseline:
             raise UserError(f"--pooling {self.pooling} only applies to the features baseline; pass --features_baseline "
@@ -336,8 +311,6 @@ class TrainConfig:
             raise UserError(f"--text_column takes one or two column names, got {len(self.text_column)}.")
 
     def _check_lora(self) -> None:
-        if self.lora_rank < 0:
-            raise UserError(f"--lora_rank must be 0 (full fine-tuning) or positive, got {self.lora_rank}.")
         if self.lora_rank == 0:
             given = [name for name in ("lora_alpha", "lora_dropout", "lora_target_modules", "modules_to_save")
                      if getattr(self, name) is not None] + ([] if self.lora_merge else ["lora_merge"])
@@ -345,42 +318,8 @@ class TrainConfig:
                 raise UserError(f"--{given[0]} is a LoRA setting, but --lora_rank is 0 (LoRA off); pass "
                                 "--lora_rank 8 (or another rank) to train LoRA adapters.")
             return
-        if self.lora_alpha is not None and self.lora_alpha <= 0:
-            raise UserError(f"--lora_alpha must be positive, got {self.lora_alpha}.")
-        if self.lora_dropout is not None and not 0 <= self.lora_dropout < 1:
-            raise UserError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}.")
         if self.lora_target_modules is not None and not self.lora_target_modules:
             raise UserError("--lora_target_modules needs at least one module name.")
-
-    def _check_types(self) -> None:
-        """Values from config files and notebooks bypass argparse: check each has its field's type."""
-        hints = typing.get_type_hints(TrainConfig)
-        for name, hint in hints.items():
-            value = getattr(self, name)
-            union = typing.get_origin(hint) is typing.Union  # Optional[...]; a bare list[str] is one type
-            allowed = tuple(t for t in typing.get_args(hint) if t is not type(None)) if union else (hint,)
-            if value is None and type(None) in typing.get_args(hint):
-                continue
-            expected = tuple(typing.get_origin(t) or t for t in allowed)
-            ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
-            if float in expected and isinstance(value, int) and not isinstance(value, bool):
-                ok = True
-            if ok and isinstance(value, list):
-                ok = all(isinstance(item, str) for item in value)
-            if not ok:
-                names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
-                raise UserError(f"{name} must be {'a list of str' if list in expected else names}, got {value!r}.")
-
-    def _check_choices(self) -> None:
-        """Fields with a fixed set of values: the same one-line error from notebooks and config files as from flags."""
-        for name, spec in _FIELDS.items():
-            choices, value = spec.metadata.get("choices"), getattr(self, name)
-            for item in value if isinstance(value, list) else [value]:  # a list field: each of its values
-                if choices and item is not None and item not in choices:
-                    names = [str(choice) for choice in choices]  # e.g. verbose's 0, 1, 2
-                    close = difflib.get_close_matches(str(item), names, n=1)
-                    hint = f"did you mean '{close[0]}'? " if close else ""
-                    raise UserError(f"{name} must be one of {', '.join(names)}, got {item!r}; {hint}".rstrip("; "))
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, without secrets: what gets saved next to a run."""
@@ -407,39 +346,15 @@ class TrainConfig:
 _FIELDS = {spec.name: spec for spec in dataclasses.fields(TrainConfig)}
 
 
-def is_repo_id(name: str) -> bool:
-    """Whether `name` is a valid Hub repository id (and not a path)."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    if name.startswith((".", "/", "~")):
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
+def field_choices(name: str) -> tuple[Any, ...]:
+    """The values the TrainConfig field `name` takes (empty: any value of its type)."""
+    return tuple(_FIELDS[name].metadata.get("choices") or ())
 
 
 def load_config_file(path: str) -> dict[str, Any]:
     """Read a YAML or JSON file of TrainConfig fields."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"config file {path} does not exist; pass the path of a .yaml or .json file to --config.")
-    text = file.read_text()
-    try:
-        if file.suffix in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(text) or {}
-        else:
-            values = json.loads(text)
-    except Exception as error:  # noqa: BLE001 - any parse error is the user's file
-        raise UserError(f"config file {path} is not valid {file.suffix.lstrip('.').upper()}: {error}".splitlines()[0])
-    if not isinstance(values, dict):
-        raise UserError(f"config file {path} must hold a mapping of option names to values.")
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    values = read_mapping_file(path, "config file", "--config")
+    unknown = sorted(set(values) - set(_FIELDS))
     if unknown:
         raise UserError(f"config file {path} has unknown option(s) {', '.join(unknown)}; see --help for the names.")
     return values

@@ -11,7 +11,7 @@ import evaluate
 import huggingface_hub
 import numpy as np
 
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
 
 _BUNDLED_DIR = os.path.dirname(os.path.abspath(__file__))
 

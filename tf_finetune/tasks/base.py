@@ -1,6 +1,6 @@
-"""What every task provides: how to read, tokenise, collate, model, score, name, write and predict one kind of problem.
+"""What every task provides: how to read, preprocess, collate, model, score, name, write and predict one problem.
 
-The trainer (`training.py`), the callbacks and the predict command only talk to tasks through `Task`; none of them
+The trainer (`tf_finetune.training`), the callbacks and the predict command only talk to tasks through `Task`; none of them
 names a task or branches on one.
 """
 from __future__ import annotations
@@ -8,16 +8,15 @@ from __future__ import annotations
 import abc
 import argparse
 import os
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from tf_finetune.errors import UserError
-from tf_finetune.outputs import write_text
+from tf_finetune.core.errors import UserError
+from tf_finetune.core.files import write_text
+from tf_finetune.core.layout import predictions_file
 
 # The confusion matrix of a run's final validation predictions, which classification tasks keep in the run folder
 # (`{"labels": [names], "matrix": [[count of true row, predicted column]]}`) and the run report shows.
-CONFUSION_MATRIX_FILE = "eval_confusion_matrix.json"
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,12 +28,12 @@ if TYPE_CHECKING:
 
 @dataclass
 class TaskSplit:
-    """One split of a task's data, tokenised.
+    """One split of a task's data, preprocessed.
 
     `examples` are what the split counts (texts, blocks, sentences, questions; `max_*_samples` applied) and what
     post-processing maps predictions back to. `features` are the model rows: model inputs and labels, plus any
     bookkeeping columns post-processing needs (example ids, offset mappings, ...). Only the columns the model takes
-    reach a collator or the model.
+    (and the task's collator_columns) reach a collator, and only the model's inputs reach the model.
     """
 
     examples: "Dataset"
@@ -42,6 +41,15 @@ class TaskSplit:
 
     def __len__(self) -> int:
         return len(self.examples)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a run loaded that its task's scoring and predictions may need besides the config: the preprocessor
+    (e.g. to decode generated tokens) and the model config."""
+
+    preprocessor: Any
+    model_config: "PretrainedConfig"
 
 
 class Task(abc.ABC):
@@ -52,6 +60,17 @@ class Task(abc.ABC):
     pipeline_tag: str  # the Hub's task id for model cards and the predict command, e.g. "text-classification"
     predict_name: str | None = None  # its --task name in the predict command, when not its pipeline tag
     peft_task_type: str | None = None  # PEFT's task type for LoRA adapter files, e.g. "SEQ_CLS" (None: no type)
+    # The TrainConfig fields that are options of this task: a field that is some task's option applies only to those
+    # tasks' runs (the model card and report list it for them alone); a field that is no task's applies to every run.
+    option_fields: tuple[str, ...] = ("max_seq_length",)  # the length text tasks truncate their inputs to
+    # The feature column whose length sorts and groups batches (a list per row, or a list of lists, e.g. choices);
+    # None: the features have no length (images, fixed-size arrays), so batches are neither sorted nor grouped.
+    length_column: str | None = "input_ids"
+    # Raw feature columns that reach the training collator besides the model's inputs and labels (e.g. what it
+    # augments from); evaluation batches carry the model's inputs and labels only (transformers' prepare_tf_dataset).
+    collator_columns: tuple[str, ...] = ()
+    # Also compute the final-only results (final_result_keys) after every N-th epoch (None: only when training ends).
+    final_results_every: int | None = None
     # Whether features[i] belongs to examples[i] (False: features name their example in a bookkeeping column, as
     # qa's windows do). Evaluation reorders a split by length, keeping that pairing.
     one_feature_per_example: bool = True
@@ -59,24 +78,44 @@ class Task(abc.ABC):
     data_formats: str = ""  # the files it reads, for --list_tasks
     reported_metrics: str = ""  # the results it reports, for --list_tasks
 
-    # Reading and tokenising
+    # The preprocessor: what turns raw inputs into model inputs (a tokenizer, image processor or feature extractor)
+    def load_preprocessor(self, name_or_path: str) -> Any:
+        """The preprocessor saved at a checkpoint or run folder (runs save theirs with `save_pretrained`, so predict
+        and export reload it from there). By default: the fast tokenizer."""
+        from tf_finetune.models.loading import load_tokenizer
+
+        return load_tokenizer(name_or_path)
+
+    def check_preprocessor(self, preprocessor: Any, model_config: "PretrainedConfig", config: "TrainConfig") -> int:
+        """Raise a UserError for a preprocessor or input length that does not fit the model, before training; returns
+        the longest input the model accepts (what padding may reach). By default, for a tokenizer: no more tokens
+        than the model's embeddings, and --max_seq_length within the model's limit."""
+        from tf_finetune.models.loading import check_vocabulary, max_model_length
+
+        check_vocabulary(config.model_name_or_path, model_config, preprocessor)
+        limit = max_model_length(model_config, preprocessor)
+        if config.max_seq_length > limit:
+            raise UserError(f"--max_seq_length {config.max_seq_length} is more than {config.model_name_or_path} "
+                            f"accepts ({limit}); pass --max_seq_length {limit} or less.")
+        return limit
+
+    # Reading and preprocessing
     @abc.abstractmethod
     def load_raw_datasets(self, config: "TrainConfig") -> "DatasetDict":
-        """Raw splits named train / validation / test (those that exist), before tokenisation."""
+        """Raw splits named train / validation / test (those that exist), before preprocessing."""
 
     def model_config_kwargs(self, raw_datasets: "DatasetDict", config: "TrainConfig") -> dict[str, Any]:
         """Model config fields the task fixes (num_labels, id2label, problem_type, ...)."""
         return {}
 
     @abc.abstractmethod
-    def tokenize(self, raw_datasets: "DatasetDict", tokenizer: "PreTrainedTokenizerBase",
-                 config: "TrainConfig") -> dict[str, TaskSplit]:
-        """Each split's examples and features, through cached `datasets.map`."""
+    def tokenize(self, raw_datasets: "DatasetDict", preprocessor: Any, config: "TrainConfig") -> dict[str, TaskSplit]:
+        """Each split's examples and features, made with the preprocessor through cached `datasets.map`."""
 
     @abc.abstractmethod
-    def collator(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig",
-                 training: bool) -> Callable[[list[dict]], dict]:
-        """Collates feature rows (model columns only) into a NumPy batch for `prepare_tf_dataset`."""
+    def collator(self, preprocessor: Any, config: "TrainConfig", training: bool) -> Callable[[list[dict]], dict]:
+        """Collates feature rows (the model's columns, and in training the collator_columns) into a NumPy batch of
+        model inputs and labels, for `prepare_tf_dataset`."""
 
     # Scoring
     @abc.abstractmethod
@@ -90,29 +129,41 @@ class Task(abc.ABC):
         Keys are named as the Hugging Face examples name them: `eval_<metric>`, or a bare name such as perplexity.
         """
 
+    def final_result_keys(self, config: "TrainConfig", model_config: "PretrainedConfig") -> list[str]:
+        """Keys besides `result_keys` that only the finished run computes (`final_results`; also every
+        final_results_every epochs), because they cost too much to compute after every epoch (e.g. a metric of
+        generated text); the best epoch is never chosen on one. By default: none."""
+        return []
+
     @abc.abstractmethod
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
-                 config: "TrainConfig") -> dict[str, float]:
+                 config: "TrainConfig", context: RunContext) -> dict[str, float]:
         """Validation results under `result_keys` names; `tf_dataset` batches `split.features` in order. The split
-        comes sorted by length (see one_feature_per_example), so the results must not depend on the rows' order."""
+        comes sorted by length (see length_column, one_feature_per_example), so the results must not depend on the
+        rows' order."""
 
     def final_evaluation(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
-                         config: "TrainConfig") -> tuple[dict[str, float], dict[str, Any]]:
+                         config: "TrainConfig", context: RunContext) -> tuple[dict[str, float], dict[str, Any]]:
         """The finished run's validation results (as `evaluate`) and the task's own files about them, as
         {file name: JSON data} that the run folder keeps (e.g. CONFUSION_MATRIX_FILE). By default: no files."""
-        return self.evaluate(model, tf_dataset, split, config), {}
+        return self.evaluate(model, tf_dataset, split, config, context), {}
+
+    def final_results(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit, config: "TrainConfig",
+                      context: RunContext) -> dict[str, float]:
+        """The `final_result_keys` results of the finished run's validation split (as `evaluate` gets it)."""
+        return {}
 
     def hub_dataset(self, run_config: dict[str, Any]) -> tuple[str | None, str | None]:
         """The Hub dataset (id, configuration) a run with these settings (run_config.json) trained on, for its model
         card: --dataset_name's; (None, None) for local files."""
         return run_config.get("dataset_name"), run_config.get("dataset_config_name")
 
-    def training_callbacks(self, tokenizer: "PreTrainedTokenizerBase", splits: dict[str, TaskSplit],
+    def training_callbacks(self, preprocessor: Any, splits: dict[str, TaskSplit],
                            config: "TrainConfig") -> list[Any]:
         """Keras callbacks of the task's own that training adds after the run's (e.g. chat's generation samples)."""
         return []
 
-    # The feature-extraction baseline (--features_baseline, see tf_finetune/baseline.py)
+    # The feature-extraction baseline (--features_baseline, see tf_finetune/training/baseline.py)
     def features_baseline_scorer(self, config: "TrainConfig",
                                  model_config: "PretrainedConfig") -> Callable[["np.ndarray", "np.ndarray"],
                                                                                 dict[str, float]]:
@@ -122,7 +173,8 @@ class Task(abc.ABC):
                         "classification task; drop --features_baseline.")
 
     # Predictions of --do_predict
-    def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit, config: "TrainConfig") -> Any:
+    def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit, config: "TrainConfig",
+                context: RunContext) -> Any:
         """Predictions for the test split, in the form `write_predictions` takes. The split comes sorted by length;
         with one feature per example, return one prediction per example in the split's order (a sequence), which
         the caller puts back in the file's order."""
@@ -132,7 +184,7 @@ class Task(abc.ABC):
     def write_predictions(self, predictions: Sequence[str], split: TaskSplit, output_dir: str,
                           config: "TrainConfig") -> str:
         """Write `predict_results_<task>.txt` (index, prediction per example) atomically; returns its path."""
-        path = os.path.join(output_dir, f"predict_results_{self.name}.txt")
+        path = os.path.join(output_dir, predictions_file(self.name, "txt"))
         lines = ["index\tprediction", *(f"{i}\t{p}" for i, p in enumerate(predictions))]
         write_text(path, "\n".join(lines) + "\n")
         return path
@@ -141,12 +193,12 @@ class Task(abc.ABC):
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Flags of its own that the predict command offers for this task's pipeline tag."""
 
-    def predict_inputs(self, args: argparse.Namespace, tokenizer: "PreTrainedTokenizerBase") -> list[Any]:
+    def predict_inputs(self, args: argparse.Namespace, preprocessor: Any) -> list[Any]:
         """The inputs to answer: by default the TEXT arguments followed by the non-blank lines of --file."""
         return read_text_inputs(args.texts, args.file)
 
     @abc.abstractmethod
-    def predict_lines(self, model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase", inputs: list[Any],
+    def predict_lines(self, model: "TFPreTrainedModel", preprocessor: Any, inputs: list[Any],
                       args: argparse.Namespace) -> list[str]:
         """The lines the predict command prints for the inputs."""
 
@@ -178,31 +230,6 @@ def text_pipeline(tag: str, model: "TFPreTrainedModel", tokenizer: "PreTrainedTo
 
     # dtype=None: the default "auto" makes pipeline() look up a torch dtype, which fails without PyTorch (4.57).
     return pipeline(tag, model=model, tokenizer=tokenizer, framework="tf", dtype=None)
-
-
-_MODEL_FUNCTIONS: "weakref.WeakKeyDictionary[Any, dict[str, Callable]]" = weakref.WeakKeyDictionary()
-
-
-def model_function(model: "TFPreTrainedModel", name: str,
-                   build: Callable[[Callable[[], "TFPreTrainedModel"]], Callable]) -> Callable:
-    """The function `build(model_ref)` makes (e.g. a tf.function over the model), built once per model and name, so
-    evaluating every epoch traces once. It gets a weak reference: the cache must not keep the model alive."""
-    functions = _MODEL_FUNCTIONS.setdefault(model, {})
-    if name not in functions:
-        functions[name] = build(weakref.ref(model))
-    return functions[name]
-
-
-def logits_function(model: "TFPreTrainedModel") -> Callable[[dict[str, Any]], "np.ndarray"]:
-    """The model's compiled forward pass (inference), returning float32 logits as NumPy; traced once per model."""
-    import tensorflow as tf
-
-    def build(model_ref: Callable[[], "TFPreTrainedModel"]) -> Callable:
-        return tf.function(lambda features: tf.cast(model_ref()(features, training=False).logits, tf.float32),
-                           reduce_retracing=True)
-
-    step = model_function(model, "logits", build)
-    return lambda features: step(features).numpy()
 
 
 def lower_is_better(result_key: str) -> bool:

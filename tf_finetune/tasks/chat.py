@@ -22,11 +22,11 @@ import datasets
 import numpy as np
 import tf_keras
 
-from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset
-from tf_finetune.errors import UserError
-from tf_finetune.outputs import write_text
-from tf_finetune.progress import with_progress
-from tf_finetune.tasks import register_task
+from tf_finetune.core.errors import UserError
+from tf_finetune.core.files import write_text
+from tf_finetune.core.layout import generations_file
+from tf_finetune.core.progress import with_progress
+from tf_finetune.data.files import limit_samples, load_data_file, load_hub_dataset
 from tf_finetune.tasks.base import TaskSplit, read_text_inputs
 from tf_finetune.tasks.language_modeling import IGNORE_INDEX, CausalLanguageModelingTask, split_off_validation
 
@@ -51,8 +51,8 @@ _FILE_TYPES = (".json", ".jsonl", ".parquet")
 class ChatTask(CausalLanguageModelingTask):
     """Supervised fine-tuning on conversations: eval_loss and perplexity are over the answers' tokens."""
 
-    name = "chat"
-    predict_name = "chat"
+    name = predict_name = "chat"
+    option_fields = ("max_seq_length", "train_on_prompt", "packing")
     description = "chat / instruction fine-tuning of causal LMs, with the loss on the assistant's answers"
     data_formats = (".json/.jsonl/.parquet or --dataset_name with messages (role, content), or prompt/completion, "
                     "or instruction/input/output (Alpaca, optional history), or --text_column PROMPT ANSWER")
@@ -115,8 +115,8 @@ class ChatTask(CausalLanguageModelingTask):
         return [GenerationSamples(tokenizer, examples.select(first)[MESSAGES], config.output_dir,
                                   config.max_new_tokens, config.per_device_eval_batch_size)]
 
-    # The predict command: --max_new_tokens comes with text-generation's flags (clm), which chat extends
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        super().add_predict_arguments(parser)
         parser.add_argument("--system", help="chat: a system message put before each conversation.")
         parser.add_argument("--temperature", type=float, default=0.0,
                             help="chat: sampling temperature (0: greedy, the most likely answer).")
@@ -151,8 +151,7 @@ class ChatTask(CausalLanguageModelingTask):
 
 
 class GenerationSamples(tf_keras.callbacks.Callback):
-    """After each epoch, answers the validation prompts and writes generations_epoch<k>.jsonl (prompt, reference
-    answer, generated answer per line) into the output folder."""
+    """After each epoch, answers the validation prompts into generations_epoch<k>.jsonl (prompt, reference, answer)."""
 
     def __init__(self, tokenizer: "PreTrainedTokenizerBase", conversations: list[list[dict]], output_dir: str,
                  max_new_tokens: int, batch_size: int):
@@ -166,7 +165,7 @@ class GenerationSamples(tf_keras.callbacks.Callback):
         answers = generate_answers(self.model, self.tokenizer, self.prompts, self.max_new_tokens, self.batch_size)
         rows = [{"prompt": prompt, "reference": reference, "generated": answer}
                 for prompt, reference, answer in zip(self.prompts, self.references, answers)]
-        path = os.path.join(self.output_dir, f"generations_epoch{epoch + 1}.jsonl")
+        path = os.path.join(self.output_dir, generations_file(epoch + 1))
         write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
         logger.info("Wrote %d generated answers to %s.", len(rows), path)
 
@@ -398,4 +397,4 @@ def _drop_unanswered(features: datasets.Dataset, split: str, config: "TrainConfi
     return kept
 
 
-register_task(ChatTask())
+TASKS = (ChatTask(),)

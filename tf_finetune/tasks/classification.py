@@ -9,12 +9,14 @@ import datasets
 import numpy as np
 import tensorflow as tf
 
-from tf_finetune.data import limit_samples
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
+from tf_finetune.core.layout import CONFUSION_MATRIX_FILE
+from tf_finetune.core.progress import PredictionProgress, with_progress
+from tf_finetune.data.files import limit_samples
 from tf_finetune.metrics import compute_metrics, load_metric
-from tf_finetune.models import max_model_length
-from tf_finetune.progress import PredictionProgress, with_progress
-from tf_finetune.tasks.base import CONFUSION_MATRIX_FILE, Task, TaskSplit, logits_function
+from tf_finetune.models.functions import logits_function
+from tf_finetune.models.loading import max_model_length
+from tf_finetune.tasks.base import RunContext, Task, TaskSplit
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -82,12 +84,12 @@ class SequenceClassificationTask(Task):
         return keys
 
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
-                 config: "TrainConfig") -> dict[str, float]:
+                 config: "TrainConfig", context: RunContext) -> dict[str, float]:
         logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Evaluating")]).logits
         return self._validation_results(model, logits, split, config)
 
     def final_evaluation(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
-                         config: "TrainConfig") -> tuple[dict[str, float], dict[str, Any]]:
+                         config: "TrainConfig", context: RunContext) -> tuple[dict[str, float], dict[str, Any]]:
         """The results, and (classification, not regression) the confusion matrix of the same predictions."""
         logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Evaluating")]).logits
         results = self._validation_results(model, logits, split, config)
@@ -126,7 +128,7 @@ class SequenceClassificationTask(Task):
         return results
 
     def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
-                config: "TrainConfig") -> list[str]:
+                config: "TrainConfig", context: RunContext) -> list[str]:
         logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Predicting")]).logits
         predictions = self._predictions(logits, model)
         if model.config.problem_type == "regression":

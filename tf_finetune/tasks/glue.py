@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import datasets
 
-from tf_finetune.data import load_hub_dataset, load_split
-from tf_finetune.errors import UserError
-from tf_finetune.tasks import register_task
+from tf_finetune.core.errors import UserError
+from tf_finetune.data.files import load_hub_dataset, load_split
 from tf_finetune.tasks.classification import LABEL, SequenceClassificationTask, encode_labels
 
 if TYPE_CHECKING:
@@ -131,5 +130,4 @@ class GlueTask(SequenceClassificationTask):
         return dataset.remove_columns([c for c in dataset.column_names if c not in keep])
 
 
-for _name, _spec in GLUE_TASKS.items():
-    register_task(GlueTask(_name, _spec))
+TASKS = tuple(GlueTask(name, spec) for name, spec in GLUE_TASKS.items())

@@ -15,12 +15,12 @@ import datasets
 import numpy as np
 import tensorflow as tf
 
-from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset, require_columns
-from tf_finetune.errors import UserError
-from tf_finetune.models import load_model_config, max_model_length
-from tf_finetune.progress import with_progress
-from tf_finetune.tasks import register_task
-from tf_finetune.tasks.base import Task, TaskSplit, model_function, text_pipeline
+from tf_finetune.core.errors import UserError
+from tf_finetune.core.progress import with_progress
+from tf_finetune.data.files import limit_samples, load_data_file, load_hub_dataset, require_columns
+from tf_finetune.models.functions import model_function
+from tf_finetune.models.loading import load_model_config, max_model_length
+from tf_finetune.tasks.base import RunContext, Task, TaskSplit, text_pipeline
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -41,6 +41,7 @@ class LanguageModelingTask(Task):
     data_formats = (".txt (one document per line), or .csv/.tsv/.json(l)/.parquet with --text_column, or "
                     "--dataset_name; cut into blocks of --block_size tokens")
     reported_metrics = "eval_loss (per predicted token), perplexity"
+    option_fields = ("block_size",)  # texts are cut into blocks, not truncated to --max_seq_length
 
     causal: bool
 
@@ -123,7 +124,7 @@ class LanguageModelingTask(Task):
         return ["eval_loss", "perplexity"]
 
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
-                 config: "TrainConfig") -> dict[str, float]:
+                 config: "TrainConfig", context: RunContext) -> dict[str, float]:
         """Mean loss per labelled token over the whole split, and its perplexity."""
         step = _token_loss_step(model, self.causal)
         total_loss, total_tokens = 0.0, 0
@@ -144,6 +145,7 @@ class MaskedLanguageModelingTask(LanguageModelingTask):
     auto_model_class = "TFAutoModelForMaskedLM"
     pipeline_tag = "fill-mask"
     description = "masked language modelling: --mlm_probability of the tokens masked and predicted"
+    option_fields = ("block_size", "mlm_probability")
     causal = False
 
     def prepare_tokenizer(self, tokenizer: "PreTrainedTokenizerBase", config: "TrainConfig") -> None:
@@ -390,5 +392,4 @@ def split_off_validation(train: datasets.Dataset, config: "TrainConfig") -> dict
     return {"train": parts["train"], "validation": parts["test"]}
 
 
-register_task(MaskedLanguageModelingTask())
-register_task(CausalLanguageModelingTask())
+TASKS = (MaskedLanguageModelingTask(), CausalLanguageModelingTask())

@@ -20,13 +20,13 @@ import datasets
 import numpy as np
 from transformers import DataCollatorForMultipleChoice
 
-from tf_finetune.data import limit_samples, load_data_file, load_hub_dataset, load_split, require_columns
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
+from tf_finetune.core.files import write_text
+from tf_finetune.core.layout import predictions_file
+from tf_finetune.core.progress import PredictionProgress
+from tf_finetune.data.files import limit_samples, load_data_file, load_hub_dataset, load_split, require_columns
 from tf_finetune.metrics import compute_metrics, load_metric
-from tf_finetune.outputs import write_text
-from tf_finetune.progress import PredictionProgress
-from tf_finetune.tasks import register_task
-from tf_finetune.tasks.base import Task, TaskSplit
+from tf_finetune.tasks.base import RunContext, Task, TaskSplit
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -147,7 +147,7 @@ class MultipleChoiceTask(Task):
         return ["eval_loss", *(f"eval_{key}" for key in compute_metrics(load_metric("accuracy"), sample, sample))]
 
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
-                 config: "TrainConfig") -> dict[str, float]:
+                 config: "TrainConfig", context: RunContext) -> dict[str, float]:
         """The model's own cross-entropy over the choices (mean over examples) and the accuracy."""
         import tensorflow as tf
 
@@ -160,7 +160,7 @@ class MultipleChoiceTask(Task):
 
     # Predictions of --do_predict
     def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
-                config: "TrainConfig") -> list[int]:
+                config: "TrainConfig", context: RunContext) -> list[int]:
         """The index of the chosen choice of every test example."""
         logits = model.predict(tf_dataset, verbose=0, callbacks=[PredictionProgress("Predicting")]).logits
         return [int(index) for index in np.argmax(logits, axis=-1)]
@@ -168,7 +168,7 @@ class MultipleChoiceTask(Task):
     def write_predictions(self, predictions: Sequence[int], split: TaskSplit, output_dir: str,
                           config: "TrainConfig") -> str:
         """`predict_results_multiple-choice.txt`: index, chosen choice index and its text per example."""
-        path = os.path.join(output_dir, f"predict_results_{self.name}.txt")
+        path = os.path.join(output_dir, predictions_file(self.name, "txt"))
         chosen = (" ".join(choices[index].split()) for choices, index in zip(split.examples[CHOICES], predictions))
         lines = ["index\tprediction\tchoice", *(f"{i}\t{p}\t{text}" for i, (p, text)
                                                  in enumerate(zip(predictions, chosen)))]
@@ -367,7 +367,7 @@ def read_predict_file(path: str, default_choices: Optional[list[str]]) -> list[t
 def choice_probabilities(model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase", context: str,
                          choices: list[str]) -> np.ndarray:
     """The softmax over the model's scores of each (context, choice) pair."""
-    from tf_finetune.models import max_model_length
+    from tf_finetune.models.loading import max_model_length
 
     encoded = tokenizer([context] * len(choices), choices, truncation=True, padding=True, return_tensors="np",
                         max_length=max_model_length(model.config, tokenizer))
@@ -377,4 +377,4 @@ def choice_probabilities(model: "TFPreTrainedModel", tokenizer: "PreTrainedToken
     return exp / exp.sum()
 
 
-register_task(MultipleChoiceTask())
+TASKS = (MultipleChoiceTask(),)

@@ -5,9 +5,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import datasets
 
-from tf_finetune.data import load_data_file, load_hub_dataset, require_columns
-from tf_finetune.errors import UserError
-from tf_finetune.tasks import register_task
+from tf_finetune.core.errors import UserError
+from tf_finetune.data.files import load_data_file, load_hub_dataset, require_columns
 from tf_finetune.tasks.base import lower_is_better
 from tf_finetune.tasks.classification import LABEL, SequenceClassificationTask, encode_labels
 
@@ -96,4 +95,4 @@ def _check_label_values(dataset: datasets.Dataset, split: str) -> None:
                             "value or remove the row.")
 
 
-register_task(TextClassificationTask())
+TASKS = (TextClassificationTask(),)

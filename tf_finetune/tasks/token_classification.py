@@ -18,14 +18,15 @@ import datasets
 import numpy as np
 import tensorflow as tf
 
-from tf_finetune.data import limit_samples, load_data_file, load_generated, load_hub_dataset
-from tf_finetune.errors import UserError
+from tf_finetune.core.errors import UserError
+from tf_finetune.core.files import write_text
+from tf_finetune.core.layout import predictions_file
+from tf_finetune.core.progress import with_progress
+from tf_finetune.data.files import limit_samples, load_data_file, load_generated, load_hub_dataset
 from tf_finetune.metrics import compute_metrics, load_metric
-from tf_finetune.models import max_model_length
-from tf_finetune.outputs import write_text
-from tf_finetune.progress import with_progress
-from tf_finetune.tasks import register_task
-from tf_finetune.tasks.base import Task, TaskSplit, logits_function, read_text_inputs
+from tf_finetune.models.functions import logits_function
+from tf_finetune.models.loading import max_model_length
+from tf_finetune.tasks.base import RunContext, Task, TaskSplit, read_text_inputs
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase, TFPreTrainedModel
@@ -113,7 +114,7 @@ class TokenClassificationTask(Task):
         return ["eval_loss", *(f"eval_{key}" for key in _OVERALL)]
 
     def evaluate(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
-                 config: "TrainConfig") -> dict[str, float]:
+                 config: "TrainConfig", context: RunContext) -> dict[str, float]:
         """Mean loss per labelled token, and seqeval's scores of the tags at the labelled positions."""
         names = model.config.id2label
         total_loss, total_tokens = 0.0, 0
@@ -139,7 +140,7 @@ class TokenClassificationTask(Task):
         return results
 
     def predict(self, model: "TFPreTrainedModel", tf_dataset: Any, split: TaskSplit,
-                config: "TrainConfig") -> list[list[str]]:
+                config: "TrainConfig", context: RunContext) -> list[list[str]]:
         """One tag per word of each test sentence (the tag of its first sub-token). Words cut off by
         --max_seq_length get the tag O."""
         rows = []
@@ -152,7 +153,7 @@ class TokenClassificationTask(Task):
     def write_predictions(self, predictions: Sequence[list[str]], split: TaskSplit, output_dir: str,
                           config: "TrainConfig") -> str:
         """Write `predict_results_ner.txt` in CoNLL format: `token TAG` per line, a blank line after each sentence."""
-        path = os.path.join(output_dir, f"predict_results_{self.name}.txt")
+        path = os.path.join(output_dir, predictions_file(self.name, "txt"))
         blocks = ["".join(f"{token} {tag}\n" for token, tag in zip(tokens, tags))
                   for tokens, tags in zip(split.examples[TOKENS], predictions)]
         write_text(path, "\n".join(blocks))
@@ -394,4 +395,4 @@ def check_tokenizer(tokenizer: "PreTrainedTokenizerBase", name: str) -> None:
                         "save it with add_prefix_space=True and pass its folder as --tokenizer_name.") from error
 
 
-register_task(TokenClassificationTask())
+TASKS = (TokenClassificationTask(),)

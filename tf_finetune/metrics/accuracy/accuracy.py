@@ -1,8 +1,7 @@
 """Accuracy metric: a thin wrapper over scikit-learn's accuracy_score."""
 import datasets
-from sklearn.metrics import accuracy_score
-
 import evaluate
+from sklearn.metrics import accuracy_score
 
 _DESCRIPTION = "Accuracy: the proportion of predictions that equal their reference label."
 _CITATION = "Pedregosa et al., Scikit-learn: Machine Learning in Python, JMLR 12, 2011."

@@ -1,8 +1,7 @@
 """F1 metric: a thin wrapper over scikit-learn's f1_score."""
 import datasets
-from sklearn.metrics import f1_score
-
 import evaluate
+from sklearn.metrics import f1_score
 
 _DESCRIPTION = "F1: the harmonic mean of precision and recall, 2 * P * R / (P + R)."
 _CITATION = "Pedregosa et al., Scikit-learn: Machine Learning in Python, JMLR 12, 2011."

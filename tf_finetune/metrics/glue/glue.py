@@ -1,9 +1,8 @@
 """GLUE metric: each GLUE task's official scores, as scikit-learn and scipy compute them."""
 import datasets
+import evaluate
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import f1_score, matthews_corrcoef
-
-import evaluate
 
 _DESCRIPTION = "GLUE: the General Language Understanding Evaluation benchmark's per-task metrics."
 _CITATION = "Wang et al., GLUE: A Multi-Task Benchmark and Analysis Platform for NLU, ICLR 2019."

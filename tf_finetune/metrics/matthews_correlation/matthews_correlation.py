@@ -1,8 +1,7 @@
 """Matthews correlation metric: a thin wrapper over scikit-learn's matthews_corrcoef."""
 import datasets
-from sklearn.metrics import matthews_corrcoef
-
 import evaluate
+from sklearn.metrics import matthews_corrcoef
 
 _DESCRIPTION = "Matthews correlation coefficient: a balanced measure of classification quality in [-1, 1]."
 _CITATION = "Matthews, Comparison of the predicted and observed secondary structure of T4 phage lysozyme, 1975."

@@ -1,8 +1,7 @@
 """Pearson correlation metric: a thin wrapper over scipy.stats.pearsonr."""
 import datasets
-from scipy.stats import pearsonr
-
 import evaluate
+from scipy.stats import pearsonr
 
 _DESCRIPTION = "Pearson correlation coefficient: the linear correlation of predictions and references, in [-1, 1]."
 _CITATION = "Virtanen et al., SciPy 1.0: Fundamental Algorithms for Scientific Computing in Python, 2020."

@@ -2,9 +2,8 @@
 import importlib
 
 import datasets
-from seqeval.metrics import accuracy_score, classification_report
-
 import evaluate
+from seqeval.metrics import accuracy_score, classification_report
 
 _DESCRIPTION = ("seqeval: entity-level scores of sequence labelling (CoNLL-2000 style). An entity counts as found "
                 "only when its type and its exact span match; accuracy is over tags.")

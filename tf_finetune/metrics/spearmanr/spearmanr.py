@@ -1,8 +1,7 @@
 """Spearman rank correlation metric: a thin wrapper over scipy.stats.spearmanr."""
 import datasets
-from scipy.stats import spearmanr
-
 import evaluate
+from scipy.stats import spearmanr
 
 _DESCRIPTION = "Spearman rank correlation coefficient: the correlation of the ranks of predictions and references."
 _CITATION = "Virtanen et al., SciPy 1.0: Fundamental Algorithms for Scientific Computing in Python, 2020."

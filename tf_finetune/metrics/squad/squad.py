@@ -4,7 +4,6 @@ import string
 from collections import Counter
 
 import datasets
-
 import evaluate
 
 _PUNCTUATION = frozenset(string.punctuation)

@@ -1,0 +1,1 @@
+"""Reading data files and Hub datasets, and batching them by length."""

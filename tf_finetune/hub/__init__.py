@@ -1,0 +1,1 @@
+"""The Hub client: network only, a leaf above core."""

@@ -1,0 +1,1 @@
+"""Loading models and tokenizers, LoRA and its PEFT files, PyTorch weights, SavedModels."""

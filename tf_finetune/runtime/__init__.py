@@ -1,0 +1,1 @@
+"""What a run executes on: distribution strategies, checkpoints, the optimizer, gradient accumulation."""
