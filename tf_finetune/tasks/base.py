@@ -15,9 +15,6 @@ from tf_finetune.core.errors import UserError
 from tf_finetune.core.files import write_text
 from tf_finetune.core.layout import predictions_file
 
-# The confusion matrix of a run's final validation predictions, which classification tasks keep in the run folder
-# (`{"labels": [names], "matrix": [[count of true row, predicted column]]}`) and the run report shows.
-
 if TYPE_CHECKING:
     import numpy as np
     from datasets import Dataset, DatasetDict
