@@ -49,6 +49,17 @@ def test_a_run_off_a_terminal_prints_a_few_whole_lines_and_ends_with_its_summary
                         rf"in {re.escape(str(tmp_path / 'out'))}", lines[-1]), lines[-1]
 
 
+def test_importing_a_command_leaves_tqdm_to_be_set_up_by_its_logging():
+    # tqdm reads its TQDM_* defaults once, when imported: a command module that imports it (huggingface_hub does)
+    # before command_logging runs gets a progress bar for every dataset step of a log file.
+    commands = ("train", "predict", "export", "push", "report")
+    code = "import sys\n" + "".join(f"import tf_finetune.{name}\n" for name in commands) + \
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'tqdm'))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout
+
+
 def test_log_level_debug_shows_the_libraries_notices_and_warning_only_problems(tiny_bert, tmp_path):
     debug = train_command(tiny_bert, tmp_path / "debug", "--log_level", "debug", "--num_train_epochs", "1")
     assert debug.returncode == 0, debug.stderr

@@ -15,7 +15,6 @@ from tf_finetune.config import field_choices
 from tf_finetune.core.errors import UserError
 from tf_finetune.core.layout import MODEL_CARD_FILE, MODEL_CONFIG_FILE
 from tf_finetune.hub.client import Retry, check_push_access, error_summary, resolve_token, upload_output_dir
-from tf_finetune.outputs.model_card import write_model_card_for_run
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +49,8 @@ def push(args: argparse.Namespace, retry: Retry) -> int:
 
         logger.info("Wrote the PyTorch weights to %s.", add_pytorch_weights(args.output_dir))
     if not os.path.exists(os.path.join(args.output_dir, MODEL_CARD_FILE)):  # after the export: the card tells of it
+        from tf_finetune.outputs.model_card import write_model_card_for_run
+
         card = write_model_card_for_run(args.output_dir, repo_id)
         if card:
             logger.info("Wrote the model card %s.", card)

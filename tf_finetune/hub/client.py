@@ -1,6 +1,8 @@
 """The Hub client: reachability, tokens, access checks and uploads with retries. Network only.
 
-This module imports no TensorFlow. Tokens never appear in its messages, logs or files.
+This module imports no TensorFlow, and huggingface_hub only when it is called: importing huggingface_hub imports
+tqdm, whose defaults a command sets first (tf_finetune.core.logs.command_logging). Tokens never appear in its
+messages, logs or files.
 """
 from __future__ import annotations
 
@@ -16,9 +18,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-from huggingface_hub import HfApi, get_token
-from huggingface_hub.errors import HFValidationError, OfflineModeIsEnabled
-from huggingface_hub.utils import validate_repo_id
 
 from tf_finetune.core.errors import UserError
 from tf_finetune.core.layout import upload_ignore_patterns
@@ -60,6 +59,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 def resolve_token(token: Optional[str]) -> Optional[str]:
     """The token to use: the explicit one, else `HF_TOKEN`, else the one saved by `hf auth login`."""
+    from huggingface_hub import get_token
+
     return token or get_token()
 
 
@@ -80,6 +81,8 @@ def check_push_access(repo_id: Optional[str], output_dir: str, token: Optional[s
     The repository id defaults to `<user>/<name of output_dir>`. Raises UserError (one line, no token) when there
     is no token, the Hub rejects it, the token cannot write to the namespace or the Hub cannot be reached.
     """
+    from huggingface_hub import HfApi
+
     token = resolve_token(token)
     if not token:
         raise UserError("pushing to the Hub needs a token: pass --hub_token, set HF_TOKEN or run `hf auth login`.")
@@ -110,6 +113,8 @@ def _check_namespace(identity: Mapping[str, Any], repo_id: str) -> None:
 
 def _ask_hub(call: Callable[[], T], endpoint: str, token: str, action: str) -> T:
     """Run one Hub request; turn its failure into a one-line UserError that says what to do."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
     try:
         return call()
     except OfflineModeIsEnabled:
@@ -134,6 +139,8 @@ def upload_output_dir(output_dir: str, repo_id: str, token: Optional[str], commi
 
     Files the repository already holds unchanged are skipped. Returns the commit id; raises the last error.
     """
+    from huggingface_hub import HfApi
+
     api = HfApi(token=resolve_token(token))
     for attempt in itertools.count(1):
         try:
@@ -150,6 +157,8 @@ def upload_output_dir(output_dir: str, repo_id: str, token: Optional[str], commi
 
 def _is_transient(error: BaseException) -> bool:
     """Errors worth retrying: no connection, timeouts, rate limits and server errors."""
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
     if isinstance(error, (requests.ConnectionError, requests.Timeout)):
         return not isinstance(error, OfflineModeIsEnabled)
     response = getattr(error, "response", None)
@@ -233,6 +242,9 @@ def is_repo_id(name: str, namespaced: bool = False) -> bool:
     not a path: the one rule every module asks."""
     if name.startswith((".", "/", "~")) or (namespaced and name.count("/") != 1):
         return False
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     try:
         validate_repo_id(name)
     except HFValidationError:
