@@ -191,7 +191,7 @@ def test_a_trial_finished_just_before_a_kill_is_not_run_again(tiny_bert, tmp_pat
 
 
 def test_trials_stop_early_without_improvement(tiny_bert, tmp_path, monkeypatch):
-    monkeypatch.setattr(FineTuneRun, "evaluate", lambda self: {"eval_loss": 0.5, "eval_accuracy": 0.5})
+    monkeypatch.setattr(FineTuneRun, "evaluate", lambda self, epoch=None: {"eval_loss": 0.5, "eval_accuracy": 0.5})
     space = {**SPACE, "num_train_epochs": {"type": "fixed", "value": 3}}
     tune(tune_config(tiny_bert, tmp_path, space=space, max_trials=1, early_stopping_patience=1))
     trial = read_json(tmp_path / "out" / "tuning_results.json")["trials"][0]
