@@ -73,12 +73,12 @@ def run_config(name: str, args: argparse.Namespace) -> dict[str, float]:
     lengths = example_lengths(train_features)
     if name == "recipe":  # the docs: every sentence padded to seq_len, plain Adam, the model's loss
         pad = {"padding": "max_length", "max_length": args.seq_len}
-        padded = train_features.map(lambda batch: run.tokenizer.pad(batch, **pad), batched=True)
-        padded_dev = dev_features.map(lambda batch: run.tokenizer.pad(batch, **pad), batched=True)
+        padded = train_features.map(lambda batch: run.preprocessor.pad(batch, **pad), batched=True)
+        padded_dev = dev_features.map(lambda batch: run.preprocessor.pad(batch, **pad), batched=True)
         train_dataset = run.model.prepare_tf_dataset(padded, batch_size=args.batch, shuffle=True,
-                                                     tokenizer=run.tokenizer)
+                                                     tokenizer=run.preprocessor)
         eval_dataset = run.model.prepare_tf_dataset(padded_dev, batch_size=args.batch, shuffle=False,
-                                                    tokenizer=run.tokenizer)
+                                                    tokenizer=run.preprocessor)
         run.model.compile(optimizer=tf_keras.optimizers.Adam(args.lr))
     else:
         train_dataset, eval_dataset = run.train_dataset, run.eval_dataset
