@@ -1,5 +1,5 @@
-"""Model families as data: stand-ins computing exactly what PyTorch computes, refused config features, weights with
-no place in the model, and sharded PyTorch safetensors, each checked against PyTorch transformers' own logits."""
+"""Model families as data: refused config features, weights with no place in the model, and sharded PyTorch
+safetensors, checked against PyTorch transformers' own logits (tests/test_decoders.py: the LLM families' classes)."""
 from __future__ import annotations
 
 import json
@@ -41,17 +41,6 @@ def _save_pytorch(model_class: str, config_class: str, directory, max_shard_size
 def _tf_logits(directory, auto_class: str = "TFAutoModelForCausalLM") -> np.ndarray:
     model = load_model(auto_class, str(directory), load_model_config(str(directory)))
     return model(IDS).logits.numpy()
-
-
-@pytest.mark.parametrize("tied", [False, True])
-def test_llama_checkpoint_loads_as_mistral_and_gives_pytorchs_logits(tied, tmp_path):
-    expected = _save_pytorch("LlamaForCausalLM", "LlamaConfig", tmp_path, tie_word_embeddings=tied)
-    config = load_model_config(str(tmp_path))
-    assert (config.model_type, config.architectures, config.sliding_window) == ("mistral", ["MistralForCausalLM"],
-                                                                                None)
-    model = load_model("TFAutoModelForCausalLM", str(tmp_path), config)
-    assert type(model).__name__ == "TFMistralForCausalLM"
-    np.testing.assert_allclose(model(IDS).logits.numpy(), expected, atol=1e-5)
 
 
 def test_sharded_pytorch_safetensors_load_and_give_pytorchs_logits(tmp_path):
@@ -109,7 +98,7 @@ def test_buffers_in_a_checkpoint_are_not_weights_without_a_place(model_class, co
     load_model("TFAutoModel", str(tmp_path), load_model_config(str(tmp_path)))
 
 
-def test_a_llama_checkpoint_runs_with_the_mistral_family_facts(tiny_mistral, tmp_path):
+def test_a_llama_checkpoint_trains_with_its_family_facts(tiny_mistral, tmp_path):
     from tf_finetune.training import FineTuneRun
 
     model_dir = tmp_path / "llama"
@@ -123,7 +112,7 @@ def test_a_llama_checkpoint_runs_with_the_mistral_family_facts(tiny_mistral, tmp
     run = FineTuneRun(TrainConfig(task="text-classification", model_name_or_path=str(model_dir),
                                   train_file=paths["train"], validation_file=paths["valid"],
                                   output_dir=str(tmp_path / "out"), max_seq_length=32, lora_rank=2, verbose=0))
-    assert type(run.model).__name__ == "TFMistralForSequenceClassification"
+    assert type(run.model).__name__ == "TFLlamaForSequenceClassification"
     assert sorted(module_path(layer.base) for layer in lora_layers(run.model)) == [  # the family's LoRA targets
         f"model.layers.{layer}.self_attn.{name}" for layer in (0, 1) for name in ("q_proj", "v_proj")]
     np.testing.assert_array_equal(run.model.model.embed_tokens.embeddings.numpy(),
@@ -131,23 +120,18 @@ def test_a_llama_checkpoint_runs_with_the_mistral_family_facts(tiny_mistral, tmp
 
 
 @pytest.mark.parametrize("config_class, overrides, feature", [
-    ("LlamaConfig", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope_scaling"),
-    ("LlamaConfig", {"attention_bias": True}, "attention_bias=True"),
-    ("LlamaConfig", {"mlp_bias": True}, "mlp_bias=True"),
-    ("LlamaConfig", {"head_dim": 16}, "head_dim=16"),
+    ("LlamaConfig", {"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, "rope_scaling"),
+    ("LlamaConfig", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope_scaling"),
+    ("Qwen2Config", {"use_sliding_window": True}, "use_sliding_window=True"),
+    ("Qwen3Config", {"use_sliding_window": True}, "use_sliding_window=True"),
     ("MistralConfig", {"head_dim": 16}, "head_dim=16"),
     ("MistralConfig", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope_scaling"),  # PyTorch reads it
 ])
 def test_config_features_the_tf_class_lacks_are_refused_before_loading(config_class, overrides, feature, tmp_path):
     getattr(transformers, config_class)(**{**SMALL, **overrides}).save_pretrained(tmp_path)
-    with pytest.raises(UserError, match=rf"is a \w+ model with {feature}.*which TFMistral does not implement; "
-                                        r"pick a \w+ checkpoint without it\.$"):
+    with pytest.raises(UserError, match=rf"is a \w+ model with {feature}.*which its TensorFlow class does not "
+                                        r"compute; pick a \w+ checkpoint without it\.$"):
         load_model_config(str(tmp_path))
-
-
-def test_llama_settings_the_stand_in_computes_alike_are_accepted(tmp_path):
-    transformers.LlamaConfig(**SMALL, rope_scaling={"rope_type": "default"}, head_dim=8).save_pretrained(tmp_path)
-    assert load_model_config(str(tmp_path)).model_type == "mistral"
 
 
 def test_mistral_inputs_are_limited_to_the_sliding_window(tiny_mistral, tmp_path):
@@ -158,12 +142,9 @@ def test_mistral_inputs_are_limited_to_the_sliding_window(tiny_mistral, tmp_path
     assert max_model_length(load_model_config(str(tmp_path)), tokenizer) == 64
 
 
-def test_every_stand_in_is_a_family_with_its_own_tf_class():
-    for family in FAMILIES.values():
-        if family.stand_in is not None:
-            target = family_of(family.stand_in.model_type)
-            assert target.stand_in is None and target.model_type in FAMILIES, family.model_type
-    assert family_of("deberta-v2").lora_targets == () and family_of("deberta-v2").stand_in is None
+def test_a_family_without_an_entry_has_no_facts():
+    assert "deberta-v2" not in FAMILIES
+    assert family_of("deberta-v2").lora_targets == () and family_of("deberta-v2").unsupported == ()
 
 
 def test_a_tied_mistral_exports_its_own_output_weight_untied(tmp_path):

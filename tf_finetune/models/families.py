@@ -1,15 +1,17 @@
-"""Model families as data, keyed by `model_type`: which TF class builds them (their own, or a stand-in's with a
-translated config), the config features that class does not implement (refused, never ignored), the default LoRA
-targets and the config fields that bound the input length; and the buffers PyTorch checkpoints may carry.
+"""Model families as data, keyed by `model_type`: the config features their TF class does not implement (refused,
+never ignored), the default LoRA targets, the config fields that bound the input length and how the output weight is
+kept; and the buffers PyTorch checkpoints may carry.
 
-A family without an entry loads with its own TF class (if transformers has one) and no family-specific facts.
+The TF class of a family is transformers' own, or tf-finetune's (tf_finetune.models.decoders: llama, qwen2, qwen3),
+found through transformers' TF Auto classes. A family without an entry loads with its TF class and no
+family-specific facts.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Callable, Optional
 
-from transformers import AutoConfig, PretrainedConfig
+from transformers import PretrainedConfig
 
 from tf_finetune.core.errors import UserError
 
@@ -24,46 +26,25 @@ class Unsupported:
 
 
 @dataclass(frozen=True)
-class StandIn:
-    """Another family whose TF class computes this family's models exactly, once the config is translated: the
-    fields the stand-in's config has no place for are dropped (after the refusals checked their values) and the
-    stand-in's own extra features are set to what this family computes."""
-
-    model_type: str
-    dropped_fields: tuple[str, ...]
-    set_fields: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
 class Family:
     """What tf-finetune knows about one model family."""
 
     model_type: str
     lora_targets: tuple[str, ...] = ()  # PEFT's default target_modules for the architecture; () = none known
     unsupported: tuple[Unsupported, ...] = ()
-    stand_in: Optional[StandIn] = None
     length_fields: tuple[str, ...] = ("max_position_embeddings", "n_positions")
     # (output weight, input embeddings) by PyTorch name, for TF classes that keep their own output weight even when
     # the config ties the two: a PyTorch checkpoint that ties them stores the embeddings only.
     untied_output: Optional[tuple[str, str]] = None
 
-    def tf_config(self, config: PretrainedConfig, name_or_path: str) -> PretrainedConfig:
-        """The config to build the TF model from: `config` itself, or its stand-in translation. Raises a UserError
-        for a config feature the TF class does not implement."""
-        tf_class = f"TF{_stem(self._tf_config_class(config))}"
+    def check_config(self, config: PretrainedConfig, name_or_path: str) -> PretrainedConfig:
+        """`config`, after raising a UserError for a config feature the TF class does not implement."""
         for feature in self.unsupported:
             if not feature.supported(config):
                 raise UserError(f"{name_or_path} is a {self.model_type} model with {feature.field}="
-                                f"{getattr(config, feature.field, None)!r}, which {tf_class} does not implement; "
-                                f"pick a {self.model_type} checkpoint without it.")
-        if self.stand_in is None:
-            return config
-        values = {key: value for key, value in config.to_dict().items()
-                  if key not in self.stand_in.dropped_fields and key not in ("model_type", "transformers_version")}
-        target = self._tf_config_class(config)
-        stems = (_stem(type(config)), _stem(target))
-        values["architectures"] = [name.replace(*stems, 1) for name in config.architectures or []] or None
-        return target.from_dict({**values, **self.stand_in.set_fields})
+                                f"{getattr(config, feature.field, None)!r}, which its TensorFlow class does not "
+                                f"compute; pick a {self.model_type} checkpoint without it.")
+        return config
 
     def pytorch_architecture(self, tf_class_name: str) -> str:
         """The PyTorch class a TF model of this family exports as (TFBertForMaskedLM -> BertForMaskedLM)."""
@@ -72,24 +53,20 @@ class Family:
                             "tf_finetune.train or TF save_pretrained.")
         return tf_class_name[len("TF"):]
 
-    def _tf_config_class(self, config: PretrainedConfig) -> type:
-        return type(config) if self.stand_in is None else type(AutoConfig.for_model(self.stand_in.model_type))
-
-
-def _stem(config_class: type) -> str:
-    """A family's class-name stem (LlamaConfig -> Llama), shared by its model classes."""
-    return config_class.__name__[:-len("Config")]
-
 
 def _head_dim_fits(config: PretrainedConfig) -> bool:
-    """TF classes compute the head size as hidden_size / num_attention_heads, whatever head_dim says."""
+    """TFMistral computes the head size as hidden_size / num_attention_heads, whatever head_dim says."""
     head_dim = getattr(config, "head_dim", None)
     return head_dim is None or head_dim * config.num_attention_heads == config.hidden_size
 
 
-def _no_rope_scaling(config: PretrainedConfig) -> bool:
-    scaling = getattr(config, "rope_scaling", None) or {}
-    return scaling.get("rope_type", scaling.get("type", "default")) == "default"
+def _rope_types(*types: str) -> Unsupported:
+    """RoPE scaling of the given types only (tf_finetune.models.decoders.layers computes default, linear, llama3)."""
+    def supported(config: PretrainedConfig) -> bool:
+        scaling = getattr(config, "rope_scaling", None) or {}
+        return scaling.get("rope_type", scaling.get("type", "default")) in types
+
+    return Unsupported("rope_scaling", supported)
 
 
 def _unset(name: str) -> Unsupported:
@@ -98,6 +75,9 @@ def _unset(name: str) -> Unsupported:
 
 _QUERY_VALUE = ("query", "value")
 _MISTRAL_OUTPUT = ("lm_head.weight", "model.embed_tokens.weight")
+
+_PROJECTIONS = ("q_proj", "v_proj")
+_DECODER_ROPE = _rope_types("default", "linear", "llama3")
 
 FAMILIES: dict[str, Family] = {family.model_type: family for family in (
     Family("albert", lora_targets=_QUERY_VALUE),
@@ -110,14 +90,15 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
     Family("roberta", lora_targets=_QUERY_VALUE),
     Family("xlm-roberta", lora_targets=_QUERY_VALUE),
     # TFMistral has no sliding window (it attends to every earlier token): exact for inputs up to the window.
-    Family("mistral", lora_targets=("q_proj", "v_proj"),
-           unsupported=(Unsupported("head_dim", _head_dim_fits), Unsupported("rope_scaling", _no_rope_scaling)),
+    Family("mistral", lora_targets=_PROJECTIONS,
+           unsupported=(Unsupported("head_dim", _head_dim_fits), _rope_types("default")),
            length_fields=("max_position_embeddings", "sliding_window"), untied_output=_MISTRAL_OUTPUT),
-    # Llama without rope scaling, biases or an odd head size is Mistral without a sliding window (SmolLM2, ...).
-    Family("llama", unsupported=(Unsupported("rope_scaling", _no_rope_scaling), _unset("attention_bias"),
-                                 _unset("mlp_bias"), Unsupported("head_dim", _head_dim_fits)),
-           stand_in=StandIn("mistral", dropped_fields=("rope_scaling", "attention_bias", "mlp_bias", "pretraining_tp"),
-                            set_fields={"sliding_window": None})),
+    Family("llama", lora_targets=_PROJECTIONS, unsupported=(_DECODER_ROPE,),
+           length_fields=("max_position_embeddings",)),
+    Family("qwen2", lora_targets=_PROJECTIONS, unsupported=(_DECODER_ROPE, _unset("use_sliding_window")),
+           length_fields=("max_position_embeddings",)),
+    Family("qwen3", lora_targets=_PROJECTIONS, unsupported=(_DECODER_ROPE, _unset("use_sliding_window")),
+           length_fields=("max_position_embeddings",)),
 )}
 
 # PyTorch state-dict buffers (recomputed, not learnt) that checkpoints may hold: regexes of their names. The TF

@@ -24,16 +24,15 @@ _SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 
 
 def load_model_config(name_or_path: str, **overrides: Any) -> PretrainedConfig:
-    """The config to build the TF model from, with task fields (num_labels, id2label, ...) set: the checkpoint's
-    own, or its family's stand-in translation (see models.families); clear errors for bad paths and for config
-    features the TF class does not implement."""
+    """The checkpoint's config, with task fields (num_labels, id2label, ...) set; clear errors for bad paths and for
+    config features the TF class does not implement (see models.families)."""
     try:
         config = AutoConfig.from_pretrained(name_or_path, local_files_only=cache_only(name_or_path), **overrides)
     except OSError as error:
         raise _not_loadable(name_or_path, error) from error
     except ValueError as error:  # e.g. an unknown model_type
         raise UserError(f"{name_or_path} is not a model transformers can load: {str(error).splitlines()[0]}")
-    return family_of(config.model_type).tf_config(config, name_or_path)
+    return family_of(config.model_type).check_config(config, name_or_path)
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:

@@ -203,8 +203,9 @@ class Task(abc.ABC):
         """Whether the task's Auto class builds a saved architecture name (e.g. BertForMaskedLM)."""
         from transformers.models.auto import modeling_tf_auto
 
-        auto_class = getattr(modeling_tf_auto, self.auto_model_class)
-        names = auto_class._model_mapping._model_mapping.values()  # model type -> TF class name(s), nothing imported
+        mapping = getattr(modeling_tf_auto, self.auto_model_class)._model_mapping
+        names = [*mapping._model_mapping.values(),  # model type -> TF class name(s), nothing imported
+                 *(model_class.__name__ for model_class in mapping._extra_content.values())]  # registered classes
         return any(f"TF{architecture}" in ((name,) if isinstance(name, str) else name) for name in names)
 
 

@@ -1,0 +1,156 @@
+"""tf-finetune's TF classes for Llama, Qwen2 and Qwen3 (tf_finetune.models.decoders) against PyTorch transformers,
+on tiny random checkpoints built here: logits, greedy generation with and without the KV cache and under XLA, the
+sequence-classification head, and a model trained in TF, exported, and read back by PyTorch."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import transformers
+
+from tf_finetune.models.loading import load_model, load_model_config
+from tf_finetune.models.pytorch_weights import PytorchWeights
+from tf_finetune.tasks import task_for_architectures
+
+torch = pytest.importorskip("torch", reason="torch (CPU) is not installed")
+
+TOLERANCE = 1e-4  # fp32, largest absolute logit difference
+SMALL = {"vocab_size": 100, "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64, "pad_token_id": 0,
+         "bos_token_id": 1, "eos_token_id": None}
+LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 16}
+# family -> variant: GQA everywhere (4 heads, 2 key/value heads); head_dim != hidden / heads where the family has
+# the field; tied and untied embeddings; Llama 3's and linear rope scaling; every bias the families allow.
+CASES = {
+    "llama-llama3-rope-biases-head-dim": ("Llama", {"head_dim": 16, "attention_bias": True, "mlp_bias": True,
+                                                    "rope_scaling": LLAMA3_ROPE, "tie_word_embeddings": False}),
+    "llama-tied-linear-rope": ("Llama", {"tie_word_embeddings": True,
+                                         "rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
+    "qwen2-tied": ("Qwen2", {"tie_word_embeddings": True}),
+    "qwen2-untied": ("Qwen2", {"tie_word_embeddings": False}),
+    "qwen3-head-dim": ("Qwen3", {"head_dim": 16, "tie_word_embeddings": False}),
+    "qwen3-tied-attention-bias": ("Qwen3", {"tie_word_embeddings": True, "attention_bias": True}),
+}
+XLA_CASES = ("llama-llama3-rope-biases-head-dim", "qwen2-tied", "qwen3-head-dim")  # one per family: XLA is slow
+IDS = np.array([[1, 17, 5, 42, 9, 3, 77, 12, 8, 60, 23, 31], [1, 4, 90, 33, 2, 71, 6, 19, 44, 0, 0, 0]])
+MASK = (np.arange(IDS.shape[1]) < np.array([[12], [9]])).astype(np.int64)  # the second row padded on the right
+
+
+def _pytorch_model(stem: str, head: str, overrides: dict):
+    """A tiny PyTorch model with every parameter random (biases and norms too, so none is trivially zero or one)."""
+    torch.manual_seed(0)
+    config = getattr(transformers, f"{stem}Config")(**{**SMALL, **overrides})
+    model = getattr(transformers, f"{stem}For{head}")(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            parameter.copy_(torch.randn_like(parameter) * (0.1 if "norm" in name else 0.2) + ("norm" in name))
+    if config.tie_word_embeddings and head == "CausalLM":
+        assert model.lm_head.weight is model.model.embed_tokens.weight
+    return model
+
+
+@pytest.fixture(params=list(CASES))
+def checkpoint(request, tmp_path):
+    """(case name, PyTorch model, its saved folder)."""
+    stem, overrides = CASES[request.param]
+    model = _pytorch_model(stem, "CausalLM", overrides)
+    model.save_pretrained(tmp_path / "pt")
+    return request.param, model, tmp_path / "pt"
+
+
+def _pytorch_logits(model, ids=IDS, mask=MASK) -> np.ndarray:
+    with torch.no_grad():
+        return model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+
+
+def _tf_model(directory, auto_class: str = "TFAutoModelForCausalLM", **overrides):
+    return load_model(auto_class, str(directory), load_model_config(str(directory), **overrides))
+
+
+def _max_difference(actual: np.ndarray, expected: np.ndarray, mask: np.ndarray = MASK) -> float:
+    return float(np.abs(actual - expected)[mask.astype(bool)].max())
+
+
+def test_logits_equal_pytorchs(checkpoint):
+    name, pytorch, directory = checkpoint
+    model = _tf_model(directory)
+    assert type(model).__name__ == f"TF{CASES[name][0]}ForCausalLM"
+    assert _max_difference(model(IDS, attention_mask=MASK).logits.numpy(), _pytorch_logits(pytorch)) < TOLERANCE
+
+
+def test_greedy_generation_is_the_same_with_and_without_the_cache_and_as_pytorchs(checkpoint):
+    import tensorflow as tf
+
+    name, pytorch, directory = checkpoint
+    model = _tf_model(directory)
+    prompt = np.array([[0, 0, 1, 17, 5, 42], [1, 4, 90, 33, 2, 71]])  # left padding, as generation pads
+    mask = (prompt != 0).astype(np.int64)
+    settings = {"max_new_tokens": 20, "do_sample": False, "pad_token_id": 0, "eos_token_id": None}
+    cached = model.generate(tf.constant(prompt), attention_mask=tf.constant(mask), use_cache=True, **settings)
+    uncached = model.generate(tf.constant(prompt), attention_mask=tf.constant(mask), use_cache=False, **settings)
+    with torch.no_grad():
+        expected = pytorch.generate(torch.tensor(prompt), attention_mask=torch.tensor(mask), **settings).numpy()
+    assert cached.shape == (2, 26)
+    np.testing.assert_array_equal(cached.numpy(), uncached.numpy())
+    np.testing.assert_array_equal(cached.numpy(), expected)
+    if name in XLA_CASES:
+        xla = tf.function(model.generate, jit_compile=True)
+        np.testing.assert_array_equal(xla(tf.constant(prompt), attention_mask=tf.constant(mask), **settings).numpy(),
+                                      expected)
+
+
+def test_a_model_trained_in_tf_exports_to_its_pytorch_architecture(checkpoint, tmp_path):
+    import tf_keras
+
+    name, _, directory = checkpoint
+    model = _tf_model(directory)
+    before = model(IDS, attention_mask=MASK).logits.numpy()
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-2))
+    model.train_on_batch({"input_ids": IDS, "attention_mask": MASK, "labels": np.where(MASK == 1, IDS, -100)})
+    trained = model(IDS, attention_mask=MASK).logits.numpy()
+    assert _max_difference(trained, before) > 1e-2  # the step changed the model
+
+    PytorchWeights(model).save_pretrained(str(tmp_path / "export"))
+    exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    assert type(exported).__name__ == f"{CASES[name][0]}ForCausalLM"
+    assert exported.config.tie_word_embeddings == CASES[name][1]["tie_word_embeddings"]
+    assert _max_difference(_pytorch_logits(exported), trained) < TOLERANCE
+
+
+@pytest.mark.parametrize("name", ["llama-llama3-rope-biases-head-dim", "qwen2-untied", "qwen3-tied-attention-bias"])
+def test_sequence_classification_scores_equal_pytorchs(name, tmp_path):
+    stem, overrides = CASES[name]
+    pytorch = _pytorch_model(stem, "SequenceClassification", {**overrides, "num_labels": 3})
+    pytorch.save_pretrained(tmp_path)
+    model = _tf_model(tmp_path, "TFAutoModelForSequenceClassification", num_labels=3)
+    assert type(model).__name__ == f"TF{stem}ForSequenceClassification"
+    with torch.no_grad():
+        expected = pytorch(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
+    np.testing.assert_allclose(model(IDS, attention_mask=MASK).logits.numpy(), expected, atol=TOLERANCE)
+
+
+# transformers imports its TF Auto module either first or halfway through the import of a TF model module.
+@pytest.mark.parametrize("first", ["from transformers import TFAutoModelForCausalLM",
+                                   "import transformers.modeling_tf_utils", "from transformers import TFMistralModel"])
+def test_importing_tf_finetune_registers_the_classes_with_transformers_auto_classes(first, tmp_path):
+    stem, overrides = CASES["qwen3-head-dim"]
+    model = _tf_model(_saved(stem, overrides, tmp_path))
+    model.save_pretrained(tmp_path / "tf")
+    code = (f"import sys, tf_finetune; assert 'tensorflow' not in sys.modules; {first}; "
+            "from transformers import TFAutoModelForCausalLM; "
+            f"print(type(TFAutoModelForCausalLM.from_pretrained({str(tmp_path / 'tf')!r})).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "TFQwen3ForCausalLM"
+
+
+def test_predict_finds_the_task_of_a_saved_llm_run():
+    assert [task_for_architectures([f"{stem}ForCausalLM"]).name for stem in ("Llama", "Qwen2", "Qwen3")] == ["clm"] * 3
+
+
+def _saved(stem: str, overrides: dict, tmp_path):
+    _pytorch_model(stem, "CausalLM", overrides).save_pretrained(tmp_path / "pt")
+    return tmp_path / "pt"

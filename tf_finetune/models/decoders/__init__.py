@@ -1,0 +1,49 @@
+"""tf-keras classes for the LLM families transformers 4.57 has no TF class for, registered with its TF Auto classes
+(`register`), so `TFAutoModelForCausalLM.from_pretrained` builds them like any other.
+
+| model_type | what differs from TFMistral | classes: ForCausalLM, ForSequenceClassification |
+|---|---|---|
+| llama (Llama 2/3.x, SmolLM, TinyLlama) | attention_bias, mlp_bias, head_dim, rope_scaling linear/llama3 | both |
+| qwen2 (Qwen2, Qwen2.5) | q/k/v biases | both |
+| qwen3 | per-head RMSNorm on q and k, head_dim | both |
+
+The config features these classes do not compute are refused in tf_finetune.models.families.
+"""
+from __future__ import annotations
+
+from transformers import LlamaConfig, Qwen2Config, Qwen3Config
+
+from tf_finetune.models.decoders.heads import causal_lm_class, sequence_classification_class
+from tf_finetune.models.decoders.layers import DecoderVariant, decoder_main_layer
+
+
+def _family(stem: str, config_class: type, variant: DecoderVariant) -> tuple[type, type, type]:
+    main_layer = decoder_main_layer(config_class, variant)
+    classes = (main_layer, causal_lm_class(f"TF{stem}ForCausalLM", config_class, main_layer),
+               sequence_classification_class(f"TF{stem}ForSequenceClassification", config_class, main_layer))
+    for cls in classes:
+        cls.__module__ = __name__
+    return classes
+
+
+TFLlamaMainLayer, TFLlamaForCausalLM, TFLlamaForSequenceClassification = _family(
+    "Llama", LlamaConfig, DecoderVariant())
+TFQwen2MainLayer, TFQwen2ForCausalLM, TFQwen2ForSequenceClassification = _family(
+    "Qwen2", Qwen2Config, DecoderVariant(qkv_bias=True))
+TFQwen3MainLayer, TFQwen3ForCausalLM, TFQwen3ForSequenceClassification = _family(
+    "Qwen3", Qwen3Config, DecoderVariant(qk_norm=True))
+
+_AUTO_CLASSES = {
+    "TFAutoModelForCausalLM": (TFLlamaForCausalLM, TFQwen2ForCausalLM, TFQwen3ForCausalLM),
+    "TFAutoModelForSequenceClassification": (TFLlamaForSequenceClassification, TFQwen2ForSequenceClassification,
+                                             TFQwen3ForSequenceClassification),
+}
+
+
+def register() -> None:
+    """Register the classes with transformers' TF Auto classes (idempotent)."""
+    from transformers.models.auto import modeling_tf_auto
+
+    for auto_name, classes in _AUTO_CLASSES.items():
+        for cls in classes:
+            getattr(modeling_tf_auto, auto_name).register(cls.config_class, cls, exist_ok=True)
