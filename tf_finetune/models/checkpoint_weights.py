@@ -1,4 +1,4 @@
-"""A checkpoint's PyTorch-format safetensors (one file or shards) loaded into a TF model, and the check that every
+"""A checkpoint's PyTorch-format safetensors (one file or shards) or state dict loaded into a TF model, and the check that every
 weight of the checkpoint's base model found a place in it."""
 from __future__ import annotations
 
@@ -17,13 +17,18 @@ def load_pytorch_safetensors(auto_class: Any, config: Any, paths: Sequence[str])
     names carry the base-model prefix). transformers 4.57 cannot do this itself (its TF loader iterates the
     safe_open handle: issues 40028, 40318)."""
     from safetensors.numpy import load_file
-    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
 
     state_dict: dict[str, np.ndarray] = {}
     for path in paths:
         state_dict.update(load_file(path))
-    _untie_output(state_dict, config)
-    model = auto_class.from_config(config)
+    return load_pytorch_state_dict(auto_class.from_config(config), state_dict)
+
+
+def load_pytorch_state_dict(model: Any, state_dict: dict[str, np.ndarray]) -> tuple[Any, dict]:
+    """`model` holding the weights of a PyTorch state dict, and the loading info of load_pytorch_safetensors."""
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+    _untie_output(state_dict, model.config)
     model, info = load_pytorch_state_dict_in_tf2_model(model, state_dict, allow_missing_keys=True,
                                                        output_loading_info=True)
     info["base_model_named"] = any(name.startswith(f"{model.base_model_prefix}.") for name in state_dict)

@@ -1,6 +1,6 @@
 """Model families as data, keyed by `model_type`: the config features their TF class does not implement (refused,
-never ignored), the default LoRA targets, the config fields that bound the input length and how the output weight is
-kept; and the buffers PyTorch checkpoints may carry.
+never ignored), the default LoRA targets, the config fields that bound the input length, how the output weight is
+kept and how llama.cpp writes their GGUF files; and the buffers PyTorch checkpoints may carry.
 
 The TF class of a family is transformers' own, or tf-finetune's (tf_finetune.models.decoders: llama, qwen2, qwen3),
 found through transformers' TF Auto classes. A family without an entry loads with its TF class and no
@@ -26,6 +26,15 @@ class Unsupported:
 
 
 @dataclass(frozen=True)
+class GgufLayout:
+    """How llama.cpp writes a family's GGUF files (the architecture name is the model_type)."""
+
+    permuted_qk: bool = False  # q/k projection rows reordered for llama.cpp's RoPE (its LlamaModel.permute)
+    # config flags the metadata does not hold, each set when the file has the tensor named (llama.cpp reads them so)
+    tensor_flags: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class Family:
     """What tf-finetune knows about one model family."""
 
@@ -36,6 +45,7 @@ class Family:
     # (output weight, input embeddings) by PyTorch name, for TF classes that keep their own output weight even when
     # the config ties the two: a PyTorch checkpoint that ties them stores the embeddings only.
     untied_output: Optional[tuple[str, str]] = None
+    gguf: Optional[GgufLayout] = None  # GGUF files of the family are read (tf_finetune.models.gguf); None: refused
 
     def check_config(self, config: PretrainedConfig, name_or_path: str) -> PretrainedConfig:
         """`config`, after raising a UserError for a config feature the TF class does not implement."""
@@ -94,11 +104,13 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
            unsupported=(Unsupported("head_dim", _head_dim_fits), _rope_types("default")),
            length_fields=("max_position_embeddings", "sliding_window"), untied_output=_MISTRAL_OUTPUT),
     Family("llama", lora_targets=_PROJECTIONS, unsupported=(_DECODER_ROPE,),
-           length_fields=("max_position_embeddings",)),
+           length_fields=("max_position_embeddings",), gguf=GgufLayout(permuted_qk=True, tensor_flags=(
+               ("attention_bias", "blk.0.attn_q.bias"), ("mlp_bias", "blk.0.ffn_up.bias")))),
     Family("qwen2", lora_targets=_PROJECTIONS, unsupported=(_DECODER_ROPE, _unset("use_sliding_window")),
-           length_fields=("max_position_embeddings",)),
+           length_fields=("max_position_embeddings",), gguf=GgufLayout()),
     Family("qwen3", lora_targets=_PROJECTIONS, unsupported=(_DECODER_ROPE, _unset("use_sliding_window")),
-           length_fields=("max_position_embeddings",)),
+           length_fields=("max_position_embeddings",),
+           gguf=GgufLayout(tensor_flags=(("attention_bias", "blk.0.attn_q.bias"),))),
 )}
 
 # PyTorch state-dict buffers (recomputed, not learnt) that checkpoints may hold: regexes of their names. The TF

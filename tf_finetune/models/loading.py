@@ -1,4 +1,5 @@
-"""Loading tokenizers and TF Auto models from the Hub or any local checkpoint (TF or PyTorch-only weights)."""
+"""Loading tokenizers and TF Auto models from the Hub or any local checkpoint (TF or PyTorch-only weights, or a GGUF
+file)."""
 from __future__ import annotations
 
 import functools
@@ -16,6 +17,7 @@ from tf_finetune.core.errors import UserError
 from tf_finetune.hub.client import hub_reachable, is_repo_id
 from tf_finetune.models.checkpoint_weights import check_no_stray_weights, load_pytorch_safetensors
 from tf_finetune.models.families import family_of
+from tf_finetune.models.gguf import gguf_config, gguf_file, gguf_tokenizer, load_gguf_model
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +28,10 @@ _SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 def load_model_config(name_or_path: str, **overrides: Any) -> PretrainedConfig:
     """The checkpoint's config, with task fields (num_labels, id2label, ...) set; clear errors for bad paths and for
     config features the TF class does not implement (see models.families)."""
+    gguf = gguf_file(name_or_path)
     try:
-        config = AutoConfig.from_pretrained(name_or_path, local_files_only=cache_only(name_or_path), **overrides)
+        config = gguf_config(gguf, **overrides) if gguf else AutoConfig.from_pretrained(
+            name_or_path, local_files_only=cache_only(name_or_path), **overrides)
     except OSError as error:
         raise _not_loadable(name_or_path, error) from error
     except ValueError as error:  # e.g. an unknown model_type
@@ -36,7 +40,10 @@ def load_model_config(name_or_path: str, **overrides: Any) -> PretrainedConfig:
 
 
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """The fast tokenizer of a checkpoint."""
+    """The fast tokenizer of a checkpoint (or of a GGUF file)."""
+    gguf = gguf_file(name_or_path)
+    if gguf:
+        return gguf_tokenizer(gguf)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True,
                                                   local_files_only=cache_only(name_or_path))
@@ -53,9 +60,14 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 def load_model(auto_class_name: str, name_or_path: str, config: PretrainedConfig) -> "transformers.TFPreTrainedModel":
     """A TF model of the given Auto class with pretrained weights: native TF checkpoints load as usual,
     PyTorch-only safetensors (`model.safetensors` or shards) are converted (transformers 4.57 cannot load them into
-    TF itself). Weights of the checkpoint's base model that have no place in the model are a UserError (see
-    checkpoint_weights.check_no_stray_weights); missing ones are new and logged."""
+    TF itself), GGUF files are dequantized (models.gguf). Weights of the checkpoint's base model that have no place
+    in the model are a UserError (see checkpoint_weights.check_no_stray_weights); missing ones are new and logged."""
     auto_class = check_auto_class(auto_class_name, name_or_path, config)
+    gguf = gguf_file(name_or_path)
+    if gguf:
+        model, loading_info = load_gguf_model(auto_class, config, gguf)
+        _log_new_weights(loading_info["missing_keys"])
+        return model
     weights = _find_weights(name_or_path)
     if weights is None and os.path.isdir(name_or_path):
         from tf_finetune.models.adapters import adapter_config, apply_adapter
