@@ -1,4 +1,4 @@
-"""tf-finetune's TF classes for Llama, Qwen2 and Qwen3 (tf_finetune.models.decoders) against PyTorch transformers,
+"""tf-finetune's TF classes for Llama, Qwen2, Qwen3, Gemma 2 and Gemma 3 (tf_finetune.models.decoders) against PyTorch transformers,
 on tiny random checkpoints built here: logits, greedy generation with and without the KV cache and under XLA, the
 sequence-classification head, and a model trained in TF, exported, and read back by PyTorch."""
 from __future__ import annotations
@@ -22,6 +22,8 @@ SMALL = {"vocab_size": 100, "hidden_size": 32, "intermediate_size": 48, "num_hid
          "bos_token_id": 1, "eos_token_id": None}
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 16}
+GEMMA = {"head_dim": 16, "sliding_window": 4, "query_pre_attn_scalar": 24, "layer_types": [
+    "sliding_attention", "full_attention"], "attn_implementation": "eager"}  # eager: PyTorch's soft-capping path
 # family -> variant: GQA everywhere (4 heads, 2 key/value heads); head_dim != hidden / heads where the family has
 # the field; tied and untied embeddings; Llama 3's and linear rope scaling; every bias the families allow.
 CASES = {
@@ -33,8 +35,18 @@ CASES = {
     "qwen2-untied": ("Qwen2", {"tie_word_embeddings": False}),
     "qwen3-head-dim": ("Qwen3", {"head_dim": 16, "tie_word_embeddings": False}),
     "qwen3-tied-attention-bias": ("Qwen3", {"tie_word_embeddings": True, "attention_bias": True}),
+    # Gemma: a window of 4 over 12-token inputs, soft caps small enough to bend the scores and logits, a query scale
+    # unequal to the head size; Gemma 3 with its own RoPE base on the sliding layer and linear scaling on the global
+    "gemma2-tied-caps-window": ("Gemma2", {**GEMMA, "tie_word_embeddings": True, "attn_logit_softcapping": 2.0,
+                                           "final_logit_softcapping": 3.0}),
+    "gemma2-untied-caps": ("Gemma2", {**GEMMA, "tie_word_embeddings": False, "final_logit_softcapping": 3.0}),
+    "gemma3-local-rope-window": ("Gemma3", {**GEMMA, "tie_word_embeddings": True, "rope_local_base_freq": 100.0,
+                                            "rope_scaling": {"rope_type": "linear", "factor": 2.0}}),
 }
-XLA_CASES = ("llama-llama3-rope-biases-head-dim", "qwen2-tied", "qwen3-head-dim")  # one per family: XLA is slow
+XLA_CASES = ("llama-llama3-rope-biases-head-dim", "qwen2-tied", "qwen3-head-dim",  # one per family: XLA is slow
+             "gemma2-tied-caps-window", "gemma3-local-rope-window")
+CONFIGS = {"Gemma3": "Gemma3TextConfig"}  # PyTorch names where they differ from {stem}Config / {stem}For{head}
+PYTORCH_CLASSES = {("Gemma3", "SequenceClassification"): "Gemma3TextForSequenceClassification"}
 IDS = np.array([[1, 17, 5, 42, 9, 3, 77, 12, 8, 60, 23, 31], [1, 4, 90, 33, 2, 71, 6, 19, 44, 0, 0, 0]])
 MASK = (np.arange(IDS.shape[1]) < np.array([[12], [9]])).astype(np.int64)  # the second row padded on the right
 
@@ -42,8 +54,8 @@ MASK = (np.arange(IDS.shape[1]) < np.array([[12], [9]])).astype(np.int64)  # the
 def _pytorch_model(stem: str, head: str, overrides: dict):
     """A tiny PyTorch model with every parameter random (biases and norms too, so none is trivially zero or one)."""
     torch.manual_seed(0)
-    config = getattr(transformers, f"{stem}Config")(**{**SMALL, **overrides})
-    model = getattr(transformers, f"{stem}For{head}")(config).eval()
+    config = getattr(transformers, CONFIGS.get(stem, f"{stem}Config"))(**{**SMALL, **overrides})
+    model = getattr(transformers, PYTORCH_CLASSES.get((stem, head), f"{stem}For{head}"))(config).eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             parameter.copy_(torch.randn_like(parameter) * (0.1 if "norm" in name else 0.2) + ("norm" in name))
@@ -114,19 +126,22 @@ def test_a_model_trained_in_tf_exports_to_its_pytorch_architecture(checkpoint, t
     assert _max_difference(trained, before) > 1e-2  # the step changed the model
 
     PytorchWeights(model).save_pretrained(str(tmp_path / "export"))
-    exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export").eval()
+    exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "export", attn_implementation="eager")
+    exported.eval()
     assert type(exported).__name__ == f"{CASES[name][0]}ForCausalLM"
     assert exported.config.tie_word_embeddings == CASES[name][1]["tie_word_embeddings"]
     assert _max_difference(_pytorch_logits(exported), trained) < TOLERANCE
 
 
-@pytest.mark.parametrize("name", ["llama-llama3-rope-biases-head-dim", "qwen2-untied", "qwen3-tied-attention-bias"])
+@pytest.mark.parametrize("name", ["llama-llama3-rope-biases-head-dim", "qwen2-untied", "qwen3-tied-attention-bias",
+                                  "gemma2-untied-caps", "gemma3-local-rope-window"])
 def test_sequence_classification_scores_equal_pytorchs(name, tmp_path):
     stem, overrides = CASES[name]
     pytorch = _pytorch_model(stem, "SequenceClassification", {**overrides, "num_labels": 3})
     pytorch.save_pretrained(tmp_path)
     model = _tf_model(tmp_path, "TFAutoModelForSequenceClassification", num_labels=3)
-    assert type(model).__name__ == f"TF{stem}ForSequenceClassification"
+    assert type(model).__name__ == "TF" + PYTORCH_CLASSES.get((stem, "SequenceClassification"),
+                                                              f"{stem}ForSequenceClassification")
     with torch.no_grad():
         expected = pytorch(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK)).logits.numpy()
     np.testing.assert_allclose(model(IDS, attention_mask=MASK).logits.numpy(), expected, atol=TOLERANCE)

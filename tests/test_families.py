@@ -124,6 +124,8 @@ def test_a_llama_checkpoint_trains_with_its_family_facts(tiny_mistral, tmp_path)
     ("LlamaConfig", {"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}, "rope_scaling"),
     ("Qwen2Config", {"use_sliding_window": True}, "use_sliding_window=True"),
     ("Qwen3Config", {"use_sliding_window": True}, "use_sliding_window=True"),
+    ("Gemma3TextConfig", {"use_bidirectional_attention": True}, "use_bidirectional_attention=True"),
+    ("Gemma2Config", {"rope_scaling": {"rope_type": "yarn", "factor": 2.0}}, "rope_scaling"),
     ("MistralConfig", {"head_dim": 16}, "head_dim=16"),
     ("MistralConfig", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope_scaling"),  # PyTorch reads it
 ])

@@ -2,9 +2,9 @@
 never ignored), the default LoRA targets, the config fields that bound the input length, how the output weight is
 kept and how llama.cpp writes their GGUF files; and the buffers PyTorch checkpoints may carry.
 
-The TF class of a family is transformers' own, or tf-finetune's (tf_finetune.models.decoders: llama, qwen2, qwen3),
-found through transformers' TF Auto classes. A family without an entry loads with its TF class and no
-family-specific facts.
+The TF class of a family is transformers' own, or tf-finetune's (tf_finetune.models.decoders: llama, qwen2, qwen3,
+gemma2, gemma3_text), found through transformers' TF Auto classes. A family without an entry loads with its TF
+class and no family-specific facts.
 """
 from __future__ import annotations
 
@@ -108,6 +108,11 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
                ("attention_bias", "blk.0.attn_q.bias"), ("mlp_bias", "blk.0.ffn_up.bias")))),
     Family("qwen2", lora_targets=_PROJECTIONS, unsupported=(_DECODER_ROPE, _unset("use_sliding_window")),
            length_fields=("max_position_embeddings",), gguf=GgufLayout()),
+    Family("gemma2", lora_targets=_PROJECTIONS, unsupported=(_DECODER_ROPE,),
+           length_fields=("max_position_embeddings",)),
+    Family("gemma3_text", lora_targets=_PROJECTIONS,
+           unsupported=(_DECODER_ROPE, _unset("use_bidirectional_attention")),
+           length_fields=("max_position_embeddings",)),
     Family("qwen3", lora_targets=_PROJECTIONS, unsupported=(_DECODER_ROPE, _unset("use_sliding_window")),
            length_fields=("max_position_embeddings",),
            gguf=GgufLayout(tensor_flags=(("attention_bias", "blk.0.attn_q.bias"),))),

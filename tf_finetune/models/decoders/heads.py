@@ -1,8 +1,9 @@
 """Causal-LM and sequence-classification models over a family's decoder main layer: TFMistral's heads (their call,
-loss, generation inputs and build) with the output layer tied to the embeddings where the config ties them."""
+loss, generation inputs and build) with the output layer tied to the embeddings where the config ties them, and
+soft-capped where it caps the logits."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import tensorflow as tf
 from transformers import PretrainedConfig
@@ -12,17 +13,32 @@ from transformers.models.mistral.modeling_tf_mistral import (
     TFMistralForSequenceClassification,
 )
 
+from tf_finetune.models.decoders.layers import softcap
+
 
 class TFTiedOutput(keras.layers.Layer):
     """Logits from the input embeddings' own matrix (PyTorch's tied lm_head): one variable, trained once and
-    exported once, under the embeddings' name."""
+    exported once, under the embeddings' name; soft-capped where the config says so (Gemma 2)."""
 
-    def __init__(self, embeddings: Callable[[], tf.Variable], **kwargs: Any):
+    def __init__(self, embeddings: Callable[[], tf.Variable], cap: Optional[float] = None, **kwargs: Any):
         super().__init__(**kwargs)
         self._embeddings = embeddings  # a function, so Keras does not track the embedding layer twice
+        self.cap = cap
 
     def call(self, hidden_states: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(hidden_states, tf.cast(self._embeddings(), hidden_states.dtype), transpose_b=True)
+        logits = tf.matmul(hidden_states, tf.cast(self._embeddings(), hidden_states.dtype), transpose_b=True)
+        return softcap(logits, self.cap)
+
+
+class TFCappedOutput(keras.layers.Dense):
+    """An untied output layer whose logits are soft-capped (Gemma 2's final_logit_softcapping)."""
+
+    def __init__(self, units: int, cap: float, **kwargs: Any):
+        super().__init__(units, **kwargs)
+        self.cap = cap
+
+    def call(self, hidden_states: tf.Tensor) -> tf.Tensor:
+        return softcap(super().call(hidden_states), self.cap)
 
 
 def causal_lm_class(name: str, config_class: type, main_layer: type) -> type:
@@ -33,11 +49,14 @@ def causal_lm_class(name: str, config_class: type, main_layer: type) -> type:
         self.config = config
         self.model = main_layer(config, name="model")
         self.vocab_size = config.vocab_size
+        cap = getattr(config, "final_logit_softcapping", None)
         if config.tie_word_embeddings:
-            self.lm_head = TFTiedOutput(lambda: self.model.embed_tokens.embeddings, name="lm_head")
+            self.lm_head = TFTiedOutput(lambda: self.model.embed_tokens.embeddings, cap, name="lm_head")
         else:
-            self.lm_head = keras.layers.Dense(config.vocab_size, use_bias=False, name="lm_head",
-                                              kernel_initializer=get_initializer(config.initializer_range))
+            initializer = get_initializer(config.initializer_range)
+            self.lm_head = TFCappedOutput(config.vocab_size, cap, use_bias=False, name="lm_head",
+                                          kernel_initializer=initializer) if cap else keras.layers.Dense(
+                config.vocab_size, use_bias=False, name="lm_head", kernel_initializer=initializer)
 
     return type(name, (TFMistralForCausalLM,), {"__init__": __init__, "config_class": config_class,
                                                 "base_model_prefix": "model"})
