@@ -3,6 +3,7 @@ on tiny random checkpoints built here: logits, greedy generation with and withou
 sequence-classification head, and a model trained in TF, exported, and read back by PyTorch."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -169,3 +170,35 @@ def test_predict_finds_the_task_of_a_saved_llm_run():
 def _saved(stem: str, overrides: dict, tmp_path):
     _pytorch_model(stem, "CausalLM", overrides).save_pretrained(tmp_path / "pt")
     return tmp_path / "pt"
+
+
+def test_lora_on_all_linear_layers_loads_in_peft_onto_the_pytorch_architecture(tiny_mistral, tmp_path):
+    peft = pytest.importorskip("peft", reason="peft is not installed")
+    from tf_finetune.config import TrainConfig
+    from tf_finetune.training import train
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_mistral)
+    stem, overrides = CASES["qwen2-untied"]
+    pytorch = _pytorch_model(stem, "CausalLM", {**overrides, "vocab_size": len(tokenizer)})
+    pytorch.save_pretrained(tmp_path / "pt")
+    for split, count in (("train", 32), ("valid", 8)):
+        (tmp_path / f"{split}.txt").write_text("".join(f"the cat sat on the mat {i}\n" for i in range(count)))
+    config = TrainConfig(task="clm", model_name_or_path=str(tmp_path / "pt"), tokenizer_name=str(tiny_mistral),
+                         train_file=str(tmp_path / "train.txt"), validation_file=str(tmp_path / "valid.txt"),
+                         block_size=16, max_seq_length=64,
+                         output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=4,
+                         learning_rate=1e-2, lora_rank=4, lora_target_modules=["all-linear"], verbose=0)
+    train(config)
+    adapter = json.loads((tmp_path / "out" / "adapter" / "adapter_config.json").read_text())
+    projections = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                   "mlp.up_proj", "mlp.down_proj")
+    assert sorted(adapter["target_modules"]) == sorted(f"model.layers.{layer}.{name}" for layer in (0, 1)
+                                                       for name in projections)  # not lm_head
+    model = peft.PeftModel.from_pretrained(pytorch, str(tmp_path / "out" / "adapter")).eval()
+    tuned = transformers.TFAutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    ids = np.array(tokenizer(["the cat sat on the mat"])["input_ids"])
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor(ids)).logits.numpy()
+    assert np.abs(tuned(ids).logits.numpy() - expected).max() < TOLERANCE
+    original = _pytorch_model(stem, "CausalLM", {**overrides, "vocab_size": len(tokenizer)})
+    assert np.abs(expected - _pytorch_logits(original, ids, np.ones_like(ids))).max() > 1e-2  # the adapter counts

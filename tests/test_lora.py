@@ -143,6 +143,7 @@ def test_peft_loads_the_adapter_and_matches_the_tf_logits(tiny_bert, tmp_path):
     ({"lora_alpha": 16.0}, "--lora_alpha is a LoRA setting, but --lora_rank is 0"),
     ({"lora_merge": False}, "--lora_merge is a LoRA setting"),
     ({"lora_rank": 4, "lora_dropout": 1.5}, "--lora_dropout must be in [0, 1)"),
+    ({"lora_rank": 4, "lora_target_modules": ["all-linear", "query"]}, "--lora_target_modules all-linear stands alone"),
 ])
 def test_bad_lora_flags_are_refused_before_loading(changes, message):
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):

@@ -46,6 +46,9 @@ def fields_where(fact: str, value: Any = True) -> list[str]:
     return [name for name in _FIELDS if field_fact(name, fact) == value]
 
 
+ALL_LINEAR = "all-linear"  # --lora_target_modules' shorthand for every Dense layer but the output and the head (PEFT's)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a fine-tuning run. Field names follow the Hugging Face example scripts."""
@@ -154,7 +157,9 @@ class TrainConfig:
                                          needs="lora_rank", at_least=0, below=1)
     lora_target_modules: Optional[list[str]] = _arg(None, "Dense layers to adapt, matched against the end of their "
                                                     "module paths (default per architecture: BERT query value, "
-                                                    "DistilBERT q_lin v_lin, Mistral q_proj v_proj).", nargs="+",
+                                                    "DistilBERT q_lin v_lin, Llama, Qwen, Gemma and Mistral q_proj "
+                                                    "v_proj), or all-linear: every Dense layer but the output "
+                                                    "layer and the task head, as PEFT's all-linear.", nargs="+",
                                                     hyperparameter=True, needs="lora_rank")
     modules_to_save: Optional[list[str]] = _arg(None, "Modules trained in full next to the adapters (default: the "
                                                 "task head, e.g. classifier).", nargs="+", hyperparameter=True,
@@ -320,6 +325,8 @@ class TrainConfig:
             return
         if self.lora_target_modules is not None and not self.lora_target_modules:
             raise UserError("--lora_target_modules needs at least one module name.")
+        if ALL_LINEAR in (self.lora_target_modules or []) and len(self.lora_target_modules) > 1:
+            raise UserError(f"--lora_target_modules {ALL_LINEAR} stands alone; pass it, or module names, not both.")
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, without secrets: what gets saved next to a run."""

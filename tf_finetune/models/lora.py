@@ -17,6 +17,7 @@ import tensorflow as tf
 import tf_keras
 from transformers.modeling_tf_pytorch_utils import TransposeType, convert_tf_weight_name_to_pt_weight_name
 
+from tf_finetune.config import ALL_LINEAR
 from tf_finetune.core.errors import UserError
 from tf_finetune.models.families import family_of
 
@@ -80,8 +81,18 @@ def settings_for(config: "TrainConfig", model: tf_keras.Model) -> LoraSettings:
                             "--lora_target_modules with the names of the Dense layers to adapt.")
     alpha = 2 * config.lora_rank if config.lora_alpha is None else config.lora_alpha
     saved = head_modules(model) if config.modules_to_save is None else config.modules_to_save
+    if list(targets) == [ALL_LINEAR]:
+        targets = all_linear(model, saved)
     return LoraSettings(rank=config.lora_rank, alpha=float(alpha), dropout=config.lora_dropout or 0.0,
                         target_modules=tuple(targets), modules_to_save=tuple(saved))
+
+
+def all_linear(model: tf_keras.Model, modules_to_save: Sequence[str]) -> list[str]:
+    """PEFT's `all-linear`: the module path of every Dense layer but the vocabulary projection (a language model's
+    output layer) and the modules trained whole (the task head, which PEFT leaves out for classifiers too)."""
+    vocab_size = getattr(model.config, "vocab_size", None)
+    return [module_path(dense) for _, _, dense in _dense_sites(model)
+            if dense.units != vocab_size and not _within(module_path(dense), modules_to_save)]
 
 
 def add_lora(model: tf_keras.Model, settings: LoraSettings) -> list[str]:
