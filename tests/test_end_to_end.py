@@ -88,3 +88,12 @@ def test_chat_lora_on_smollm2_trains_and_answers(smollm2_path, tmp_path):
                              "Is this review positive or negative? A lovely film."],
                             capture_output=True, text=True, timeout=900)
     assert answer.returncode == 0 and answer.stdout.strip(), answer.stderr[-3000:]
+    exported = subprocess.run([sys.executable, "-m", "tf_finetune.export", str(out), "--format", "gguf", "--outtype",
+                               "q8_0", "--output_dir", str(tmp_path / "gguf")], capture_output=True, text=True,
+                              timeout=900)
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    from tf_finetune.models.loading import load_model_config, load_tokenizer
+
+    path = str(tmp_path / "gguf" / "chat-Q8_0.gguf")
+    assert load_model_config(path).num_hidden_layers == 30
+    assert load_tokenizer(path).chat_template == AutoTokenizer.from_pretrained(out).chat_template

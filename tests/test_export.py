@@ -204,7 +204,7 @@ def test_minilm_pytorch_export_matches(minilm_path, tmp_path):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--format", "tflite"], "unknown --format 'tflite'; pass one of pytorch, savedmodel, onnx."),
+    (["--format", "tflite"], "unknown --format 'tflite'; pass one of pytorch, savedmodel, gguf, onnx."),
     (["--format", "onnx"], "--format onnx is not offered: tf2onnx 1.17"),
 ])
 def test_bad_format_is_one_line(tiny_bert, tmp_path, capsys, arguments, message):

@@ -228,3 +228,59 @@ def test_smollm2_from_its_gguf_has_pytorch_transformers_perplexity(smollm2_path,
     answer = tokenizer.decode(model.generate(prompt, max_new_tokens=12, do_sample=False)[0, prompt.shape[1]:])
     assert "Paris" in answer, answer
     assert os.path.getsize(path) < 200e6  # the 4-bit file, not a converted copy
+
+
+@pytest.mark.parametrize("family, outtype", [("llama", "q8_0"), ("qwen3", "f16")])
+def test_a_saved_model_exports_to_gguf_and_reads_back(family, outtype, tokenizer_dir, tmp_path):
+    from tf_finetune.models.gguf import gguf_state_dict
+    from tf_finetune.models.pytorch_weights import pytorch_state_dict
+    from tf_finetune.outputs.export import export
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    stem, overrides = CASES[family]
+    _pytorch_model(stem, overrides, len(tokenizer), tokenizer).save_pretrained(tmp_path / "pt")
+    model = load_model("TFAutoModelForCausalLM", str(tmp_path / "pt"), load_model_config(str(tmp_path / "pt")))
+    model.save_pretrained(tmp_path / "run")
+    tokenizer.save_pretrained(tmp_path / "run")
+    export(str(tmp_path / "run"), "gguf", str(tmp_path / "gguf"), outtype=outtype)
+    path = tmp_path / "gguf" / f"run-{outtype.upper()}.gguf"
+    assert sorted(os.listdir(tmp_path / "gguf")) == ["README.md", path.name]
+
+    config = load_model_config(str(path))
+    for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                 "head_dim", "rope_theta", "rms_norm_eps", "max_position_embeddings", "vocab_size",
+                 "tie_word_embeddings", "attention_bias", "bos_token_id", "eos_token_id", "pad_token_id"):
+        assert getattr(config, name, None) == pytest.approx(getattr(model.config, name, None)), name
+    kind = gguf.GGMLQuantizationType.Q8_0 if outtype == "q8_0" else gguf.GGMLQuantizationType.F16
+    expected = {name: (gguf.dequantize(gguf.quantize(value, kind), kind) if value.ndim == 2 else value)
+                for name, value in pytorch_state_dict(model).items()}
+    read = gguf_state_dict(str(path), config, expected)
+    assert read.keys() == expected.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(read[name], value.astype(np.float32), err_msg=name)
+
+    tokens = load_tokenizer(str(path))
+    assert [tokens(text)["input_ids"] for text in TEXTS] == [tokenizer(text)["input_ids"] for text in TEXTS]
+    assert tokens.chat_template == tokenizer.chat_template
+    batch = tokenizer(TEXTS, padding=True, return_tensors="np")
+    reread = load_model("TFAutoModelForCausalLM", str(path), config)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    logits = model(ids, attention_mask=mask).logits.numpy()
+    difference = np.abs(reread(ids, attention_mask=mask).logits.numpy() - logits)[mask.astype(bool)]
+    assert difference.max() < 0.1 * np.abs(logits).max()  # 8- or 16-bit weights (q8_0: 3% here); a mix-up: ~100%
+
+
+@pytest.mark.parametrize("outtype, message", [
+    ("q4_0", "unknown --outtype 'q4_0'; pass one of f16, q8_0"),
+    ("f16", "--format gguf writes causal LMs of llama, qwen2, qwen3; this is a TFBertForSequenceClassification"),
+])
+def test_what_gguf_export_does_not_write_is_refused_and_nothing_is_written(outtype, message, tiny_bert, tmp_path):
+    from tf_finetune.outputs.export import export
+
+    run = tmp_path / "run"
+    model = transformers.TFAutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    model.save_pretrained(run)
+    transformers.AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(run)
+    with pytest.raises(UserError, match=message):
+        export(str(run), "gguf", str(tmp_path / "gguf"), outtype=outtype)
+    assert not (tmp_path / "gguf").exists()

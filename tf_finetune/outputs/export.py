@@ -1,4 +1,5 @@
-"""Exports of a saved model that outlive transformers' TensorFlow classes: PyTorch weights and SavedModels."""
+"""Exports of a saved model that outlive transformers' TensorFlow classes: PyTorch weights, SavedModels and GGUF
+files."""
 from __future__ import annotations
 
 import logging
@@ -16,18 +17,24 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("pytorch", "savedmodel", "onnx")
+FORMATS = ("pytorch", "savedmodel", "gguf", "onnx")
 ONNX_UNSUPPORTED = ("--format onnx is not offered: tf2onnx 1.17, the TensorFlow-to-ONNX converter, leaves TensorFlow "
                     "2.21's GELU as an Erfc op that ONNX Runtime rejects, so the BERT graphs it writes do not load; "
                     "export with --format pytorch and convert that with PyTorch's torch.onnx.export.")
 
 
-def export(run_dir: str, format: str, output_dir: str, *, overwrite: bool = False) -> None:
-    """Write the model in `run_dir` to `output_dir` in `format`; the folder appears whole or not at all."""
+def export(run_dir: str, format: str, output_dir: str, *, overwrite: bool = False, outtype: str = "f16") -> None:
+    """Write the model in `run_dir` to `output_dir` in `format` (GGUF weights as `outtype`); the folder appears
+    whole or not at all."""
     check_request(run_dir, format, output_dir, overwrite)
     model, preprocessor = load_run_model(run_dir), load_run_preprocessor(run_dir)
     if format == "pytorch":
         write_dir_atomic(output_dir, lambda folder: _write_pytorch(model, preprocessor, run_dir, folder))
+    elif format == "gguf":
+        from tf_finetune.models.gguf_export import check_exportable
+
+        check_exportable(model, preprocessor, outtype)  # before any file is written
+        write_dir_atomic(output_dir, lambda folder: _write_gguf(model, preprocessor, run_dir, folder, outtype))
     else:
         write_dir_atomic(output_dir, lambda folder: _write_savedmodel(model, preprocessor, folder))
     logger.info("Wrote %s.", output_dir)
@@ -99,6 +106,19 @@ def _write_pytorch(model: Any, preprocessor: Any, run_dir: str, folder: str) -> 
                f"PyTorch weights of the TensorFlow model {os.path.basename(os.path.abspath(run_dir))}, exported by "
                f"`tf_finetune.export`. Load with "
                f"`transformers.AutoModel...from_pretrained(folder)` ({architecture}); no TensorFlow needed.\n")
+
+
+def _write_gguf(model: Any, tokenizer: Any, run_dir: str, folder: str, outtype: str) -> None:
+    from tf_finetune.models.gguf_export import write_gguf
+
+    name = os.path.basename(os.path.abspath(run_dir))
+    file_name = f"{name}-{outtype.upper()}.gguf"
+    write_gguf(model, tokenizer, os.path.join(folder, file_name), outtype, name)
+    write_text(os.path.join(folder, MODEL_CARD_FILE),
+               f"# {name} (GGUF, {outtype})\n\n"
+               f"The TensorFlow model {name} as a GGUF file for llama.cpp, exported by `tf_finetune.export`, "
+               f"tokenizer and chat template included: `llama-cli -m {file_name}`, or "
+               f"`python -m tf_finetune.train --model_name_or_path {file_name}` to train on from it.\n")
 
 
 def _write_savedmodel(model: Any, tokenizer: Any, folder: str) -> None:
