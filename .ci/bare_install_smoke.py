@@ -6,7 +6,9 @@ so that a runtime dependency the test extra brings in by chance (jinja2 through 
 This script runs in the test environment: it builds the tests' tiny checkpoints and each task's conformance case
 (tests/task_fixtures: data files and a TrainConfig) in a temp folder, then runs `BARE_VENV_PYTHON -m
 tf_finetune.train --task X ...` with the case's settings as flags (a few steps each), `predict` on the saved model,
-and `export` and `report` once. Exits non-zero, with the failing command's output, when any command fails.
+and `export` and `report` once; then a tiny TF Llama goes to a GGUF file (`export --format gguf`) and trains on from
+it (`--task chat`), where PyTorch is not installed. Exits non-zero, with the failing command's output, when any
+command fails.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ sys.path.insert(0, str(REPO / "tests"))
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices, here and in the commands
 
-from conftest import build_tiny_bert, build_tiny_gpt2  # noqa: E402
+from conftest import build_tiny_bert, build_tiny_gpt2, build_tiny_mistral  # noqa: E402
 from task_fixtures import CASES, TinyModels  # noqa: E402
 from tf_finetune.config import TrainConfig  # noqa: E402
 
@@ -49,6 +51,24 @@ def flags(config: TrainConfig) -> list[str]:
         else:
             argv += [f"--{field.name}", str(value)]
     return argv
+
+
+def build_tiny_llama(directory: Path) -> Path:
+    """A two-layer TF Llama (tf-finetune's class) with the tiny ChatML tokenizer, saved with save_pretrained."""
+    from transformers import AutoTokenizer, LlamaConfig, TFAutoModelForCausalLM
+
+    import tf_finetune  # noqa: F401 - registers the Llama class
+
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_mistral(directory.parent / "tiny-mistral"))
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    model = TFAutoModelForCausalLM.from_config(config)
+    model(model.dummy_inputs)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
 
 
 def run(python: str, label: str, *argv: str) -> None:
@@ -78,6 +98,13 @@ def main(python: str) -> None:
         run(python, "export --format pytorch", "-m", "tf_finetune.export", str(classifier), "--format", "pytorch",
             "--output_dir", str(root / "exported"))
         run(python, "report", "-m", "tf_finetune.report", str(classifier), "--output_dir", str(root / "report"))
+        llama = build_tiny_llama(root / "tiny-llama")
+        run(python, "export --format gguf", "-m", "tf_finetune.export", str(llama), "--format", "gguf",
+            "--outtype", "q8_0", "--output_dir", str(root / "gguf"))
+        chat = CASES["chat"](models, root / "chat").config.replace(
+            model_name_or_path=str(root / "gguf" / "tiny-llama-Q8_0.gguf"), output_dir=str(root / "gguf-chat"),
+            **SHORT_RUN)
+        run(python, "train --task chat from a GGUF file", "-m", "tf_finetune.train", "--task", "chat", *flags(chat))
 
 
 if __name__ == "__main__":
