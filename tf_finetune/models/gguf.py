@@ -8,6 +8,7 @@ PyTorch. Which architectures are read, and whether llama.cpp permuted their q/k 
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Iterable, Optional
 
@@ -35,15 +36,24 @@ def gguf_file(name_or_path: str) -> Optional[str]:
     return os.path.join(name_or_path, files[0]) if files else None
 
 
-def _reader(path: str) -> Any:
+def _read(path: str) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """The file's reader and its metadata (see _metadata), read once for the config, tokenizer and weights of a
+    load; a file changed since is read again."""
+    stat = os.stat(path)
+    return _read_file(os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_file(path: str, mtime_ns: int, size: int) -> tuple[Any, dict[str, dict[str, Any]]]:
     try:
         from gguf import GGUFReader
     except ImportError:
         raise UserError(f"reading {path} needs the gguf package: pip install gguf") from None
     try:
-        return GGUFReader(path)
+        reader = GGUFReader(path)
     except (ValueError, OSError) as error:
         raise UserError(f"{path} is not a readable GGUF file ({str(error).splitlines()[0][:200]}).") from None
+    return reader, _metadata(reader, path)
 
 
 def _metadata(reader: Any, path: str) -> dict[str, dict[str, Any]]:
@@ -79,8 +89,7 @@ def gguf_config(path: str, **overrides: Any) -> PretrainedConfig:
     """The model config a GGUF file describes: transformers' translation of its metadata, the embeddings tied when
     the file has no output weight (as llama.cpp writes tied models), the biases present (Family.gguf.tensor_flags)
     and the head size read off the q projection (transformers' tables skip it for some architectures)."""
-    reader = _reader(path)
-    parsed = _metadata(reader, path)
+    reader, parsed = _read(path)
     values = dict(parsed["config"])
     values.pop("_model_name_or_path", None)
     shapes = {tensor.name: [int(n) for n in tensor.shape] for tensor in reader.tensors}
@@ -102,11 +111,12 @@ def gguf_tokenizer(path: str) -> PreTrainedTokenizerFast:
     file's token ids and its chat template, if it has one."""
     from transformers.integrations.ggml import convert_gguf_tokenizer
 
-    parsed = _metadata(_reader(path), path)
+    _, parsed = _read(path)
     tokens, config = parsed["tokenizer"].get("tokens"), parsed["tokenizer_config"]
     if not tokens:
         raise UserError(f"{path} holds no tokenizer (tokenizer.ggml.tokens); pass one with --tokenizer_name.")
-    backend, extra = convert_gguf_tokenizer(parsed["config"]["model_type"], parsed["tokenizer"])
+    tokenizer = dict(parsed["tokenizer"])  # a copy: the parsed metadata is cached (_read)
+    backend, extra = convert_gguf_tokenizer(parsed["config"]["model_type"], tokenizer)
     special = {f"{name}_token": tokens[int(config[f"{name}_token_id"])] for name in ("bos", "eos", "unk", "pad")
                if f"{name}_token_id" in config}
     return PreTrainedTokenizerFast(tokenizer_object=backend, chat_template=config.get("chat_template"),
@@ -127,7 +137,7 @@ def gguf_state_dict(path: str, config: PretrainedConfig, pytorch_names: Iterable
     the names is a UserError (it would be dropped, and the model compute something else)."""
     from gguf import MODEL_ARCH_NAMES, dequantize, get_tensor_name_map
 
-    reader = _reader(path)
+    reader, _ = _read(path)
     architecture = {name: arch for arch, name in MODEL_ARCH_NAMES.items()}[config.model_type]
     name_map = get_tensor_name_map(architecture, config.num_hidden_layers)
     names = {name_map.get_name(name, try_suffixes=(".weight", ".bias")): name for name in pytorch_names}
