@@ -6,8 +6,8 @@
 | llama (Llama 2/3.x, SmolLM, TinyLlama) | attention_bias, mlp_bias, head_dim, rope_scaling linear/llama3 | both |
 | qwen2 (Qwen2, Qwen2.5) | q/k/v biases | both |
 | qwen3 | per-head RMSNorm on q and k, head_dim | both |
-| gemma2 | (1 + w) RMSNorm, norms after attention and around the MLP, scaled embeddings, query_pre_attn_scalar, attention and final logit soft-capping, sliding-window layers, GELU (tanh) | both |
-| gemma3_text | Gemma 2's, with q/k norm, no soft-capping and a local RoPE base on sliding layers | both |
+| gemma2 | (1 + w) RMSNorm, sandwich norms, scaled embeddings, query scale, soft caps, sliding window | both |
+| gemma3_text | Gemma 2's, with q/k norm, no soft caps and a local RoPE base on sliding layers | both |
 
 The config features these classes do not compute are refused in tf_finetune.models.families.
 """
