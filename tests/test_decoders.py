@@ -1,6 +1,6 @@
-"""tf-finetune's TF classes for Llama, Qwen2, Qwen3, Gemma 2 and Gemma 3 (tf_finetune.models.decoders) against PyTorch transformers,
-on tiny random checkpoints built here: logits, greedy generation with and without the KV cache and under XLA, the
-sequence-classification head, and a model trained in TF, exported, and read back by PyTorch."""
+"""tf-finetune's TF classes for Llama, Qwen2, Qwen3, Gemma 2 and Gemma 3 (tf_finetune.models.decoders) against PyTorch
+transformers, on tiny random checkpoints built here: logits, greedy generation with and without the KV cache and
+under XLA, the sequence-classification head, and a model trained in TF, exported, and read back by PyTorch."""
 from __future__ import annotations
 
 import json

@@ -74,14 +74,16 @@ def write_gguf(model, tokenizer, path: Path, qtype: str = "F32", *, architecture
     writer.add_head_count_kv(config.num_key_value_heads)
     writer.add_rope_freq_base(config.rope_theta)
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
-    writer.add_rope_dimension_count(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    head_size = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    writer.add_rope_dimension_count(head_size)
     backend = json.loads(tokenizer.backend_tokenizer.to_str())
     vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("default")
     writer.add_token_list([token for token, _ in vocabulary])
     writer.add_token_types([3 if token in tokenizer.all_special_tokens else 1 for token, _ in vocabulary])
-    writer.add_token_merges([merge if isinstance(merge, str) else " ".join(merge) for merge in backend["model"]["merges"]])
+    merges = backend["model"]["merges"]
+    writer.add_token_merges([merge if isinstance(merge, str) else " ".join(merge) for merge in merges])
     writer.add_bos_token_id(tokenizer.bos_token_id)
     writer.add_eos_token_id(tokenizer.eos_token_id)
     writer.add_pad_token_id(tokenizer.pad_token_id)

@@ -1,5 +1,5 @@
-"""A checkpoint's PyTorch-format safetensors (one file or shards) or state dict loaded into a TF model, and the check that every
-weight of the checkpoint's base model found a place in it."""
+"""A checkpoint's PyTorch-format safetensors (one file or shards) or state dict loaded into a TF model, and the check
+that every weight of the checkpoint's base model found a place in it."""
 from __future__ import annotations
 
 import re
