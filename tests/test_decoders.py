@@ -150,7 +150,8 @@ def test_sequence_classification_scores_equal_pytorchs(name, tmp_path):
 
 # transformers imports its TF Auto module either first or halfway through the import of a TF model module.
 @pytest.mark.parametrize("first", ["from transformers import TFAutoModelForCausalLM",
-                                   "import transformers.modeling_tf_utils", "from transformers import TFMistralModel"])
+                                   "import transformers.modeling_tf_utils", "from transformers import TFMistralModel",
+                                   "from tf_finetune.models.decoders import TFQwen3ForCausalLM"])
 def test_importing_tf_finetune_registers_the_classes_with_transformers_auto_classes(first, tmp_path):
     stem, overrides = CASES["qwen3-head-dim"]
     model = _tf_model(_saved(stem, overrides, tmp_path))

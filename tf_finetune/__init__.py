@@ -74,9 +74,10 @@ class _RegisterDecoders(importlib.abc.MetaPathFinder):
 
 
 def _register_decoders() -> None:
-    from tf_finetune.models.decoders import register
-
-    register()
+    """Import tf_finetune.models.decoders, which registers its classes; when the import of that module is what
+    brought in transformers' TF modules, it is under way, and registers them at its end."""
+    if "tf_finetune.models.decoders" not in sys.modules:
+        importlib.import_module("tf_finetune.models.decoders")
 
 
 if _TF_AUTO in sys.modules:

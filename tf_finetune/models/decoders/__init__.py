@@ -1,5 +1,5 @@
 """tf-keras classes for the LLM families transformers 4.57 has no TF class for, registered with its TF Auto classes
-(`register`), so `TFAutoModelForCausalLM.from_pretrained` builds them like any other.
+when this module is imported (`register`), so `TFAutoModelForCausalLM.from_pretrained` builds them like any other.
 
 | model_type | what differs from TFMistral | classes: ForCausalLM, ForSequenceClassification |
 |---|---|---|
@@ -60,3 +60,6 @@ def register() -> None:
     for auto_name, classes in _AUTO_CLASSES.items():
         for cls in classes:
             getattr(modeling_tf_auto, auto_name).register(cls.config_class, cls, exist_ok=True)
+
+
+register()
