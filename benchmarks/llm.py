@@ -120,7 +120,7 @@ PEAK_RSS = ("import atexit, resource, runpy, sys\n"
             "file=sys.stderr, flush=True))\n")
 
 
-def _run_measured(name: str, code: str, args: list[str]) -> tuple[str, float]:
+def run_measured(name: str, code: str, args: list[str]) -> tuple[str, float]:
     """(stdout, peak RSS in GB) of `code` run as a new Python process with `args` as its sys.argv[1:]."""
     finished = subprocess.run([sys.executable, "-c", PEAK_RSS + code, *args], capture_output=True, text=True)
     if finished.returncode:
@@ -146,10 +146,10 @@ def training(path: Path, conversations: int, batch_size: int = 8, max_length: in
              str(data), "--do_eval", "false", "--output_dir", str(folder / "tf"), "--num_train_epochs", "1",
              "--lora_rank", "8", "--lora_alpha", "16", "--learning_rate", "1e-3", "--per_device_train_batch_size",
              str(batch_size), "--max_seq_length", str(max_length), "--train_on_prompt", "--verbose", "0"]
-    _, tf_rss = _run_measured("tf-finetune", "sys.argv[0] = 'tf_finetune.train'\n"
+    _, tf_rss = run_measured("tf-finetune", "sys.argv[0] = 'tf_finetune.train'\n"
                               "runpy.run_module('tf_finetune.train', run_name='__main__')", flags)
     tf_rate = json.loads((folder / "tf" / "all_results.json").read_text())["train_samples_per_second"]
-    output, pt_rss = _run_measured("PyTorch + PEFT", PYTORCH_TRAINING, [str(path), str(folder / "ids.json"),
+    output, pt_rss = run_measured("PyTorch + PEFT", PYTORCH_TRAINING, [str(path), str(folder / "ids.json"),
                                                                       str(batch_size), str(tokenizer.pad_token_id)])
     pytorch = json.loads(output.strip().splitlines()[-1])
     print(f"\nchat LoRA r=8 on q_proj, v_proj, {conversations} conversations "

@@ -150,6 +150,10 @@ CASES = {
     "LoRA target the model lacks": (["--lora_rank", "4", "--lora_target_modules", "q_proj"],
                                     "matches no Dense layer"),
     "LoRA flag without a rank": (["--lora_alpha", "16"], "--lora_alpha is a LoRA setting"),
+    "gradient checkpointing on a model without it": (["--gradient_checkpointing", "true"],
+                                                     "--gradient_checkpointing works with the llama, qwen2"),
+    "gradient checkpointing with LoRA dropout": (["--gradient_checkpointing", "true", "--lora_rank", "4",
+                                                  "--lora_dropout", "0.1"], "would draw new --lora_dropout masks"),
 }
 
 

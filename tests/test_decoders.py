@@ -134,6 +134,93 @@ def test_a_model_trained_in_tf_exports_to_its_pytorch_architecture(checkpoint, t
     assert _max_difference(_pytorch_logits(exported), trained) < TOLERANCE
 
 
+@pytest.mark.parametrize("name", ["llama-tied-linear-rope", "gemma2-tied-caps-window"])  # plain and sandwich layers
+def test_gradient_checkpointing_runs_each_layer_again_in_the_backward_pass_for_the_same_gradients(
+        name, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from tf_finetune.models.decoders.layers import TFDecoderLayer
+
+    model = _tf_model(_saved(*CASES[name], tmp_path))
+    batch = {"input_ids": tf.constant(IDS), "attention_mask": tf.constant(MASK),
+             "labels": tf.constant(np.where(MASK == 1, IDS, -100))}
+    runs = []
+    layer = TFDecoderLayer._layer
+
+    def counted(self, *args, **kwargs):
+        runs.append(self.name)
+        return layer(self, *args, **kwargs)
+
+    monkeypatch.setattr(TFDecoderLayer, "_layer", counted)
+
+    def tape_gradients():
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model(batch, training=True).loss)
+        return [tf.convert_to_tensor(gradient) for gradient in tape.gradient(loss, model.trainable_variables)]
+
+    def gradients(function=tape_gradients):
+        return [gradient.numpy() for gradient in function()]
+
+    kept = gradients()
+    assert len(runs) == 2  # one run per layer
+    model.gradient_checkpointing_enable()
+    assert model.is_gradient_checkpointing
+    runs.clear()
+    recomputed = gradients()
+    assert runs == ["layers.0", "layers.1", "layers.1", "layers.0"]  # forward, then each again in the backward pass
+    traced = gradients(tf.function(tape_gradients))  # inside tf.function, as Keras' fit runs it
+    assert all(gradient.any() for gradient in recomputed)
+    for expected, eager, graph in zip(kept, recomputed, traced):
+        np.testing.assert_allclose(eager, expected, atol=1e-6)
+        np.testing.assert_allclose(graph, expected, atol=1e-5)
+    model.gradient_checkpointing_disable()
+    runs.clear()
+    gradients()
+    assert len(runs) == 2
+
+
+def test_training_with_gradient_checkpointing_and_lora_has_the_losses_of_training_without(tiny_mistral, tmp_path,
+                                                                                           monkeypatch):
+    import tensorflow as tf
+
+    from tf_finetune.config import TrainConfig
+    from tf_finetune.training import train
+
+    recomputed = []
+    recompute_grad = tf.recompute_grad
+    monkeypatch.setattr(tf, "recompute_grad", lambda function: recomputed.append(1) or recompute_grad(function))
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_mistral)
+    stem, overrides = CASES["qwen3-head-dim"]
+    _pytorch_model(stem, "CausalLM", {**overrides, "vocab_size": len(tokenizer)}).save_pretrained(tmp_path / "pt")
+    (tmp_path / "train.txt").write_text("".join(f"the cat sat on the mat {i}\n" for i in range(24)))
+    results = {}
+    for checkpointing in (False, True):
+        output_dir = tmp_path / f"out-{checkpointing}"
+        train(TrainConfig(task="clm", model_name_or_path=str(tmp_path / "pt"), tokenizer_name=str(tiny_mistral),
+                          train_file=str(tmp_path / "train.txt"), validation_file=str(tmp_path / "train.txt"),
+                          block_size=16, max_seq_length=64, output_dir=str(output_dir), num_train_epochs=1,
+                          per_device_train_batch_size=4, learning_rate=1e-2, lora_rank=4, verbose=0,
+                          gradient_checkpointing=checkpointing, report_to=["none"]))
+        results[checkpointing] = json.loads((output_dir / "all_results.json").read_text())
+        assert bool(recomputed) == checkpointing  # fit's training step ran the layers under tf.recompute_grad
+    assert results[True]["eval_loss"] != results[True]["train_loss"]
+    for key in ("train_loss", "eval_loss"):
+        assert results[True][key] == pytest.approx(results[False][key], abs=1e-5)
+
+
+def test_gradient_checkpointing_is_refused_where_a_layer_draws_dropout(tmp_path):
+    from tf_finetune.core.errors import UserError
+    from tf_finetune.models.loading import check_gradient_checkpointing
+
+    stem, overrides = CASES["qwen2-tied"]
+    config = load_model_config(str(_saved(stem, {**overrides, "attention_dropout": 0.1}, tmp_path)))
+    with pytest.raises(UserError, match="has attention_dropout=0.1"):
+        check_gradient_checkpointing("TFAutoModelForCausalLM", "tiny", config)
+    check_gradient_checkpointing("TFAutoModelForCausalLM", "tiny", load_model_config(str(tmp_path / "pt"),
+                                                                                     attention_dropout=0.0))
+
+
 @pytest.mark.parametrize("name", ["llama-llama3-rope-biases-head-dim", "qwen2-untied", "qwen3-tied-attention-bias",
                                   "gemma2-untied-caps", "gemma3-local-rope-window"])
 def test_sequence_classification_scores_equal_pytorchs(name, tmp_path):

@@ -287,6 +287,10 @@ class TrainConfig:
     tpu: Optional[str] = _arg(None, "TPU name or address (default: Colab's local TPU).", tunable=False)
     mixed_precision: str = _arg("no", "Mixed precision policy.", choices=["no", "fp16", "bf16"], hyperparameter=True)
     jit_compile: bool = _arg(False, "Compile the training step with XLA (off for multi-replica mirrored runs).")
+    gradient_checkpointing: bool = _arg(False, "Keep only each decoder layer's input for the backward pass, which "
+                                        "runs the layer again: less memory for about one more forward pass of "
+                                        "compute (PyTorch's gradient checkpointing; tf-finetune's Llama, Qwen and "
+                                        "Gemma classes).", changes_training=False, tunable=False)
     pad_to_multiple_of: Optional[int] = _arg(None, "Pad batches to a multiple of N tokens (default 64 with XLA or on "
                                              "TPUs, else none; 1 pads to each batch's longest).", above=0)
 
@@ -316,6 +320,10 @@ class TrainConfig:
             raise UserError(f"--text_column takes one or two column names, got {len(self.text_column)}.")
 
     def _check_lora(self) -> None:
+        if self.gradient_checkpointing and self.lora_dropout:
+            raise UserError(f"--gradient_checkpointing runs each layer again in the backward pass, which would draw "
+                            f"new --lora_dropout masks; pass --lora_dropout 0 (got {self.lora_dropout}) or drop "
+                            "--gradient_checkpointing.")
         if self.lora_rank == 0:
             given = [name for name in ("lora_alpha", "lora_dropout", "lora_target_modules", "modules_to_save")
                      if getattr(self, name) is not None] + ([] if self.lora_merge else ["lora_merge"])

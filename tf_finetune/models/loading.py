@@ -108,6 +108,21 @@ def check_auto_class(auto_class_name: str, name_or_path: str, config: Pretrained
     return auto_class
 
 
+def check_gradient_checkpointing(auto_class_name: str, name_or_path: str, config: PretrainedConfig) -> None:
+    """Raise a UserError unless the class the Auto class builds for the config recomputes its layers in the
+    backward pass (`supports_gradient_checkpointing`, as in PyTorch transformers) without dropout."""
+    from tf_finetune.models.decoders import MODEL_TYPES
+
+    model_class = check_auto_class(auto_class_name, name_or_path, config)._model_mapping[type(config)]
+    if not getattr(model_class, "supports_gradient_checkpointing", False):
+        raise UserError(f"--gradient_checkpointing works with the {', '.join(MODEL_TYPES)} families; {name_or_path} "
+                        f"is a {config.model_type} model ({model_class.__name__}); drop the flag.")
+    if getattr(config, "attention_dropout", 0):
+        raise UserError(f"--gradient_checkpointing runs each layer again in the backward pass, which would draw new "
+                        f"dropout masks; {name_or_path} has attention_dropout={config.attention_dropout}: save its "
+                        "config with attention_dropout 0, or drop --gradient_checkpointing.")
+
+
 def check_vocabulary(name_or_path: str, config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase) -> None:
     """Raise a UserError for a tokenizer larger than the model's embeddings."""
     vocab_size = getattr(config, "vocab_size", None)

@@ -23,6 +23,7 @@ from tf_finetune.data.batching import example_lengths, length_grouped_dataset
 from tf_finetune.models.adapters import LoraAdapter
 from tf_finetune.models.loading import (
     check_auto_class,
+    check_gradient_checkpointing,
     check_model_fits,
     load_model,
     load_model_config,
@@ -96,6 +97,8 @@ class FineTuneRun:
         for) and that --max_seq_length fits it; returns the longest input the model takes."""
         config = self.config
         check_auto_class(self.task.auto_model_class, config.model_name_or_path, self.model_config)
+        if config.gradient_checkpointing:
+            check_gradient_checkpointing(self.task.auto_model_class, config.model_name_or_path, self.model_config)
         if config.features_baseline:  # a task without the baseline fails now, not after loading the model
             self.task.features_baseline_scorer(config, self.model_config)
         check_model_fits(config.model_name_or_path, self.model_config, any(
@@ -117,8 +120,8 @@ class FineTuneRun:
             self.splits["validation"], _ = sorted_by_length(self.splits["validation"], self.task)
 
     def _build_model(self) -> None:
-        """Load the model under the strategy and precision policy, seeded, with LoRA's adapters when asked, and
-        accumulating gradients over micro-batches when asked."""
+        """Load the model under the strategy and precision policy, seeded, with gradient checkpointing and LoRA's
+        adapters when asked, and accumulating gradients over micro-batches when asked."""
         config = self.config
         # Dropout draws from a tf.random.Generator per layer, whose state is a variable that checkpoints save: a
         # resumed run drops the units the uninterrupted one would have (legacy stateful ops restart their streams).
@@ -126,6 +129,8 @@ class FineTuneRun:
         tf_keras.utils.set_random_seed(config.seed)
         with self.strategy.scope(), precision_policy(config.mixed_precision):
             self.model = load_model(self.task.auto_model_class, config.model_name_or_path, self.model_config)
+            if config.gradient_checkpointing:
+                self.model.gradient_checkpointing_enable()
             self.lora = settings_for(config, self.model) if config.lora_rank else None
             if self.lora:
                 adapted = add_lora(self.model, self.lora)

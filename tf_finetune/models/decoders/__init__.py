@@ -52,6 +52,8 @@ _AUTO_CLASSES = {
                                              TFGemma3TextForSequenceClassification),
 }
 
+MODEL_TYPES = tuple(cls.config_class.model_type for cls in _AUTO_CLASSES["TFAutoModelForCausalLM"])
+
 
 def register() -> None:
     """Register the classes with transformers' TF Auto classes (idempotent)."""

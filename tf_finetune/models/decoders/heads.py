@@ -41,6 +41,34 @@ class TFCappedOutput(keras.layers.Dense):
         return softcap(super().call(hidden_states), self.cap)
 
 
+class GradientCheckpointing:
+    """PyTorch transformers' gradient-checkpointing switches, for the families' models (`self.model`: the main
+    layer): each decoder layer keeps only its input in training, and runs again in the backward pass."""
+
+    supports_gradient_checkpointing = True
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each decoder layer in the backward pass (less memory, about one more forward pass of compute).
+        Refused where a layer draws dropout masks, which the recomputation would draw anew."""
+        if self.config.attention_dropout:
+            raise ValueError(f"gradient checkpointing recomputes each layer, which would draw new dropout masks; set "
+                             f"attention_dropout to 0 (this config has {self.config.attention_dropout}).")
+        self._set_gradient_checkpointing(True)
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Keep every activation for the backward pass again."""
+        self._set_gradient_checkpointing(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.model.gradient_checkpointing
+
+    def _set_gradient_checkpointing(self, enabled: bool) -> None:
+        self.model.gradient_checkpointing = enabled
+        for layer in self.model.layers:
+            layer.gradient_checkpointing = enabled
+
+
 def causal_lm_class(name: str, config_class: type, main_layer: type) -> type:
     """The family's ...ForCausalLM: TFMistralForCausalLM's call over `main_layer`."""
 
@@ -58,8 +86,8 @@ def causal_lm_class(name: str, config_class: type, main_layer: type) -> type:
                                           kernel_initializer=initializer) if cap else keras.layers.Dense(
                 config.vocab_size, use_bias=False, name="lm_head", kernel_initializer=initializer)
 
-    return type(name, (TFMistralForCausalLM,), {"__init__": __init__, "config_class": config_class,
-                                                "base_model_prefix": "model"})
+    return type(name, (GradientCheckpointing, TFMistralForCausalLM), {
+        "__init__": __init__, "config_class": config_class, "base_model_prefix": "model"})
 
 
 def sequence_classification_class(name: str, config_class: type, main_layer: type) -> type:
@@ -73,5 +101,5 @@ def sequence_classification_class(name: str, config_class: type, main_layer: typ
         self.score = keras.layers.Dense(self.num_labels, use_bias=False, name="score",
                                         kernel_initializer=get_initializer(config.initializer_range))
 
-    return type(name, (TFMistralForSequenceClassification,), {"__init__": __init__, "config_class": config_class,
-                                                              "base_model_prefix": "model"})
+    return type(name, (GradientCheckpointing, TFMistralForSequenceClassification), {
+        "__init__": __init__, "config_class": config_class, "base_model_prefix": "model"})

@@ -244,12 +244,24 @@ class TFDecoderLayer(TFMistralDecoderLayer):
         for name in names:
             setattr(self, name, variant.rms_norm(config.hidden_size, config.rms_norm_eps, name))
 
+    gradient_checkpointing = False  # set by the model's gradient_checkpointing_enable()
+
     def call(self, hidden_states: tf.Tensor, attention_mask: Optional[tf.Tensor] = None,
              position_ids: Optional[tf.Tensor] = None, past_key_value: Optional[tuple[tf.Tensor, tf.Tensor]] = None,
-             output_attentions: Optional[bool] = False, use_cache: Optional[bool] = False, **kwargs: Any) -> tuple:
+             output_attentions: Optional[bool] = False, use_cache: Optional[bool] = False, training: Any = None,
+             **kwargs: Any) -> tuple:
+        if self.gradient_checkpointing and training and not use_cache and not output_attentions:
+            # Only the layer's input is kept for the backward pass, which runs the layer again to get the rest.
+            layer = tf.recompute_grad(lambda states: self._layer(states, attention_mask, position_ids)[0])
+            return (layer(hidden_states),)
+        return self._layer(hidden_states, attention_mask, position_ids, past_key_value, output_attentions, use_cache)
+
+    def _layer(self, hidden_states: tf.Tensor, attention_mask: Optional[tf.Tensor],
+               position_ids: Optional[tf.Tensor], past_key_value: Optional[tuple[tf.Tensor, tf.Tensor]] = None,
+               output_attentions: Optional[bool] = False, use_cache: Optional[bool] = False) -> tuple:
         if not self.sandwich:
             return super().call(hidden_states, attention_mask, position_ids, past_key_value, output_attentions,
-                                use_cache, **kwargs)
+                                use_cache)
         attended, weights, present = self.self_attn(
             hidden_states=self.input_layernorm(hidden_states), attention_mask=attention_mask,
             position_ids=position_ids, past_key_value=past_key_value, output_attentions=output_attentions,
@@ -287,6 +299,17 @@ def decoder_main_layer(config_class: type, variant: DecoderVariant) -> type:
                            for index in range(config.num_hidden_layers)]
             self._attn_implementation = config._attn_implementation
             self.norm = variant.rms_norm(config.hidden_size, config.rms_norm_eps, "norm")
+            self.gradient_checkpointing = False
+
+        def call(self, input_ids: Optional[tf.Tensor] = None, attention_mask: Optional[tf.Tensor] = None,
+                 position_ids: Optional[tf.Tensor] = None, past_key_values: Optional[list] = None,
+                 inputs_embeds: Optional[tf.Tensor] = None, use_cache: Optional[bool] = None,
+                 output_attentions: Optional[bool] = None, output_hidden_states: Optional[bool] = None,
+                 return_dict: Optional[bool] = None, training: Any = None) -> Any:
+            if self.gradient_checkpointing and training:
+                use_cache = False  # as in PyTorch transformers: layers recomputed in the backward pass keep no cache
+            return super().call(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
+                                output_attentions, output_hidden_states, return_dict)
 
     MainLayer.config_class = config_class
     MainLayer.__name__ = MainLayer.__qualname__ = f"TF{config_class.__name__[:-len('Config')]}MainLayer"
