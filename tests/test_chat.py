@@ -13,10 +13,12 @@ from conftest import build_tiny_bert
 from task_fixtures.chat import QUESTION, write_conversations
 from tf_finetune.config import TrainConfig
 from tf_finetune.core.errors import UserError
+from tf_finetune.models.functions import xla_generate
+from tf_finetune.models.generation import generate_answers
 from tf_finetune.models.loading import load_tokenizer
 from tf_finetune.predict import main as predict_main
 from tf_finetune.tasks import get_task
-from tf_finetune.tasks.chat import DEFAULT_CHAT_TEMPLATE, generate_answers
+from tf_finetune.tasks.chat import DEFAULT_CHAT_TEMPLATE
 from tf_finetune.training import FineTuneRun, train
 
 CHAT = get_task("chat")
@@ -123,6 +125,10 @@ def test_batched_generation_matches_one_at_a_time(tiny_mistral):
     single = [generate_answers(model, tokenizer, [turns], max_new_tokens=4, batch_size=1)[0]
               for turns in conversations]
     assert batched == single and all(isinstance(answer, str) for answer in batched)
+    # Under XLA: prompts padded to 64 tokens and the short last batch filled to two rows, one compile for both.
+    assert generate_answers(model, tokenizer, conversations, max_new_tokens=4, batch_size=2,
+                            jit_compile=True) == batched
+    assert xla_generate(model).experimental_get_tracing_count() == 1
 
 
 def test_chat_with_lora_writes_generation_samples_and_answers_through_predict(tiny_mistral, tmp_path, capsys):

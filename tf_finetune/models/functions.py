@@ -1,4 +1,4 @@
-"""Compiled per-model functions (a forward pass, logits), cached per model."""
+"""Compiled per-model functions (a forward pass, logits, generation under XLA), cached per model."""
 from __future__ import annotations
 
 import weakref
@@ -9,7 +9,8 @@ if TYPE_CHECKING:
     from transformers import TFPreTrainedModel
 
 _MODEL_FUNCTIONS: "weakref.WeakKeyDictionary[Any, dict[str, Callable]]" = weakref.WeakKeyDictionary()
-
+# The multiple of tokens that inputs to XLA-compiled functions are padded to: XLA compiles once per input shape.
+XLA_PAD_MULTIPLE = 64
 
 
 def model_function(model: "TFPreTrainedModel", name: str,
@@ -32,3 +33,14 @@ def logits_function(model: "TFPreTrainedModel") -> Callable[[dict[str, Any]], "n
 
     step = model_function(model, "logits", build)
     return lambda features: step(features).numpy()
+
+
+def xla_generate(model: "TFPreTrainedModel") -> Callable:
+    """The model's `generate` compiled with XLA, once per model (and per input shape and setting): pass it tensors,
+    not NumPy arrays."""
+    import tensorflow as tf
+
+    def build(model_ref: Callable[[], "TFPreTrainedModel"]) -> Callable:
+        return tf.function(lambda **inputs: model_ref().generate(**inputs), jit_compile=True)
+
+    return model_function(model, "xla_generate", build)

@@ -26,6 +26,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_finetune.core.errors import UserError
+from tf_finetune.models.functions import XLA_PAD_MULTIPLE
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOGICAL_CPUS_ENV = "TF_FINETUNE_LOGICAL_CPUS"
-XLA_PAD_MULTIPLE = 64
 POLICIES = {"fp16": "mixed_float16", "bf16": "mixed_bfloat16"}
 
 _GOOGLE_PCI_VENDOR = "0x1ae0"

@@ -25,8 +25,8 @@ import tf_keras
 from tf_finetune.core.errors import UserError
 from tf_finetune.core.files import write_text
 from tf_finetune.core.layout import generations_file
-from tf_finetune.core.progress import with_progress
 from tf_finetune.data.files import limit_samples, load_data_file, load_hub_dataset
+from tf_finetune.models.generation import generate_answers
 from tf_finetune.tasks.base import TaskSplit, read_text_inputs
 from tf_finetune.tasks.language_modeling import IGNORE_INDEX, CausalLanguageModelingTask, split_off_validation
 
@@ -116,11 +116,17 @@ class ChatTask(CausalLanguageModelingTask):
                                   config.max_new_tokens, config.per_device_eval_batch_size)]
 
     def add_predict_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from transformers.hf_argparser import string_to_bool
+
         super().add_predict_arguments(parser)
         parser.add_argument("--system", help="chat: a system message put before each conversation.")
         parser.add_argument("--temperature", type=float, default=0.0,
                             help="chat: sampling temperature (0: greedy, the most likely answer).")
         parser.add_argument("--top_p", type=float, default=1.0, help="chat: nucleus sampling's probability mass.")
+        parser.add_argument("--jit_compile", type=string_to_bool, nargs="?", const=True, default=True,
+                            help="chat: generate through XLA, which compiles once per prompt length (padded to a "
+                            "multiple of 64) and then runs many times faster than eager generation; false: eagerly, "
+                            "sooner for one short answer (default: %(default)s).")
 
     def predict_inputs(self, args: argparse.Namespace, tokenizer: "PreTrainedTokenizerBase") -> list[list[dict]]:
         """Conversations to answer: each TEXT as a user turn, then --file's rows (a .jsonl/.json of conversations
@@ -146,7 +152,7 @@ class ChatTask(CausalLanguageModelingTask):
                       inputs: list[list[dict]], args: argparse.Namespace) -> list[str]:
         """Each conversation's next assistant answer (an empty one said in words, so every input gets a line)."""
         answers = generate_answers(model, tokenizer, inputs, args.max_new_tokens, args.batch_size,
-                                   temperature=args.temperature, top_p=args.top_p)
+                                   temperature=args.temperature, top_p=args.top_p, jit_compile=args.jit_compile)
         return [answer or "(empty answer: the model ended its turn at once)" for answer in answers]
 
 
@@ -187,34 +193,6 @@ def prompt_of(turns: Sequence[dict]) -> list[dict]:
     """A conversation up to its final answer (all of it when it ends with another role's turn)."""
     turns = list(turns)
     return turns[:-1] if turns and turns[-1]["role"] == "assistant" else turns
-
-
-def generate_answers(model: "TFPreTrainedModel", tokenizer: "PreTrainedTokenizerBase",
-                     conversations: Sequence[Sequence[dict]], max_new_tokens: int, batch_size: int,
-                     temperature: float = 0.0, top_p: float = 1.0) -> list[str]:
-    """The model's next assistant turn for each conversation, generated in batches of similar length (left-padded)
-    until the end-of-sequence token or max_new_tokens; greedy unless temperature > 0."""
-    prompts = [tokenizer.apply_chat_template(list(turns), tokenize=False, add_generation_prompt=True)
-               for turns in conversations]
-    encoded = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
-    order = np.argsort([-len(ids) for ids in encoded], kind="stable")
-    sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 else \
-        {"do_sample": False}
-    answers: list[str] = [""] * len(prompts)
-    for start in with_progress(range(0, len(order), batch_size), "Generating"):
-        rows = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in rows)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        input_ids = np.full((len(rows), width), pad, dtype=np.int32)
-        attention_mask = np.zeros((len(rows), width), dtype=np.int32)
-        for line, i in enumerate(rows):  # left padding: every prompt ends where generation starts
-            input_ids[line, width - len(encoded[i]):] = encoded[i]
-            attention_mask[line, width - len(encoded[i]):] = 1
-        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
-                                pad_token_id=pad, eos_token_id=tokenizer.eos_token_id, **sampling)
-        for row, text in zip(rows, tokenizer.batch_decode(np.asarray(output)[:, width:], skip_special_tokens=True)):
-            answers[row] = text.strip()
-    return answers
 
 
 def pack(features: datasets.Dataset, max_length: int, batch_size: int) -> datasets.Dataset:
