@@ -209,6 +209,36 @@ def test_training_with_gradient_checkpointing_and_lora_has_the_losses_of_trainin
         assert results[True][key] == pytest.approx(results[False][key], abs=1e-5)
 
 
+@pytest.mark.parametrize("name", XLA_CASES)  # one per family
+def test_bf16_mixed_precision_computes_pytorchs_logits_to_bf16_precision_and_trains(name, tmp_path):
+    import copy
+
+    import tf_keras
+
+    from tf_finetune.runtime.distribute import precision_policy
+
+    pytorch = _pytorch_model(*CASES[name][:1], "CausalLM", CASES[name][1])
+    pytorch.save_pretrained(tmp_path / "pt")
+    with precision_policy("bf16"):
+        model = _tf_model(tmp_path / "pt")
+        logits = model(IDS, attention_mask=MASK).logits
+        assert model.model.layers[0].compute_dtype == "bfloat16" and logits.dtype == "float32"
+        assert {variable.dtype.name for variable in model.variables} == {"float32"}
+        expected, ids, mask = _pytorch_logits(pytorch), torch.tensor(IDS), torch.tensor(MASK)
+        # PyTorch's own bf16 errors are the measure: under autocast (its residual stream stays float32) and with
+        # every weight and activation in bf16 (as Keras' mixed policy keeps the activations)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = pytorch(input_ids=ids, attention_mask=mask).logits.float().numpy()
+        with torch.no_grad():
+            pure = copy.deepcopy(pytorch).to(torch.bfloat16)(input_ids=ids, attention_mask=mask).logits.float().numpy()
+        pytorch_error = max(_max_difference(autocast, expected), _max_difference(pure, expected))
+        assert 1e-4 < _max_difference(logits.numpy(), expected) < 2 * pytorch_error
+        model.compile(optimizer=tf_keras.optimizers.Adam(1e-2))
+        loss = model.train_on_batch({"input_ids": IDS, "attention_mask": MASK,
+                                     "labels": np.where(MASK == 1, IDS, -100)})
+    assert np.isfinite(loss) and _max_difference(model(IDS, attention_mask=MASK).logits.numpy(), logits.numpy()) > 1e-2
+
+
 def test_gradient_checkpointing_is_refused_where_a_layer_draws_dropout(tmp_path):
     from tf_finetune.core.errors import UserError
     from tf_finetune.models.loading import check_gradient_checkpointing

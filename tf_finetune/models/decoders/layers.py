@@ -196,12 +196,13 @@ class TFDecoderAttention(keras.layers.Layer):
 
         key = repeat_kv(key, self.num_key_value_groups)
         value = repeat_kv(value, self.num_key_value_groups)
-        weights = softcap(tf.matmul(query, key, transpose_b=True) * self.scale, self.score_cap)
+        # Scores, mask and softmax in float32 (under mixed precision too), as PyTorch's eager attention's softmax.
+        weights = softcap(tf.cast(tf.matmul(query, key, transpose_b=True), tf.float32) * self.scale, self.score_cap)
         if attention_mask is not None:
             weights = weights + attention_mask
         if self.window is not None and attention_mask is not None:
             weights = tf.where(_outside_window(attention_mask, self.window), weights.dtype.min, weights)
-        weights = tf.cast(stable_softmax(tf.cast(weights, tf.float32), axis=-1), query.dtype)
+        weights = tf.cast(stable_softmax(weights, axis=-1), query.dtype)
         output = tf.matmul(self.dropout(weights, training=training), value)
         output = tf.reshape(tf.transpose(output, perm=(0, 2, 1, 3)), (batch, length, self.num_heads * self.head_dim))
         return self.o_proj(output), (weights if output_attentions else None), present
@@ -310,6 +311,12 @@ def decoder_main_layer(config_class: type, variant: DecoderVariant) -> type:
                 use_cache = False  # as in PyTorch transformers: layers recomputed in the backward pass keep no cache
             return super().call(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache,
                                 output_attentions, output_hidden_states, return_dict)
+
+        def _prepare_decoder_attention_mask(self, attention_mask: Optional[tf.Tensor], input_shape: Any,
+                                            inputs_embeds: tf.Tensor, past_key_values_length: int) -> tf.Tensor:
+            """TFMistral's additive mask, always in float32: its own fails for another dtype (mixed precision)."""
+            return super()._prepare_decoder_attention_mask(attention_mask, input_shape, tf.zeros((), tf.float32),
+                                                           past_key_values_length)
 
     MainLayer.config_class = config_class
     MainLayer.__name__ = MainLayer.__qualname__ = f"TF{config_class.__name__[:-len('Config')]}MainLayer"
