@@ -53,7 +53,7 @@ def broken_models(tiny_bert, tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture()
-def files(tmp_path, broken_models):
+def files(tmp_path, broken_models, tiny_mistral):
     """Valid train/validation CSVs plus a few broken ones."""
     def write(name: str, rows: list[tuple], header=("text", "label")) -> str:
         return write_csv(tmp_path / name, rows, header)
@@ -83,6 +83,7 @@ def files(tmp_path, broken_models):
         "empty": write("empty.csv", []),
         "no_label": write("no_label.csv", [(s,) for s, _ in sentiment_rows(4)], header=("text",)),
         "dir": str(tmp_path),
+        "mistral": str(tiny_mistral),
         "null_label": _write_jsonl(tmp_path / "null.jsonl", [{"text": "the film was good", "label": None}]),
         "empty_jsonl": _write_jsonl(tmp_path / "empty.jsonl", []),
         "no_tokenizer": _model_without_tokenizer(tmp_path / "no-tokenizer"),
@@ -150,6 +151,8 @@ CASES = {
     "LoRA target the model lacks": (["--lora_rank", "4", "--lora_target_modules", "q_proj"],
                                     "matches no Dense layer"),
     "LoRA flag without a rank": (["--lora_alpha", "16"], "--lora_alpha is a LoRA setting"),
+    "mixed precision on TFMistral": (["--model_name_or_path", "{mistral}", "--mixed_precision", "bf16"],
+                                     "fails under --mixed_precision bf16"),
     "gradient checkpointing on a model without it": (["--gradient_checkpointing", "true"],
                                                      "--gradient_checkpointing works with the llama, qwen2"),
     "gradient checkpointing with LoRA dropout": (["--gradient_checkpointing", "true", "--lora_rank", "4",

@@ -161,3 +161,16 @@ def test_a_tied_mistral_exports_its_own_output_weight_untied(tmp_path):
     with torch.no_grad():
         expected = exported(input_ids=torch.tensor(IDS)).logits.numpy()
     np.testing.assert_allclose(model(IDS).logits.numpy(), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["fp16", "bf16"])
+def test_mistral_refuses_mixed_precision_because_its_tf_class_fails_under_it(tiny_mistral, policy):
+    from tf_finetune.runtime.distribute import precision_policy
+
+    with pytest.raises(UserError, match=f"fails under --mixed_precision {policy}"):
+        family_of("mistral").check_mixed_precision(policy, "tiny")
+    family_of("mistral").check_mixed_precision("no", "tiny")
+    with precision_policy(policy):
+        model = load_model("TFAutoModelForCausalLM", str(tiny_mistral), load_model_config(str(tiny_mistral)))
+        with pytest.raises(Exception, match="expected to be a (float|half) tensor"):  # transformers' mask
+            model(np.array([[1, 2, 3]]))

@@ -1,6 +1,7 @@
 """Model families as data, keyed by `model_type`: the config features their TF class does not implement (refused,
 never ignored), the default LoRA targets, the config fields that bound the input length, how the output weight is
-kept and how llama.cpp writes their GGUF files; and the buffers PyTorch checkpoints may carry.
+kept, how llama.cpp writes their GGUF files and whether mixed precision runs; and the buffers PyTorch checkpoints
+may carry.
 
 The TF class of a family is transformers' own, or tf-finetune's (tf_finetune.models.decoders: llama, qwen2, qwen3,
 gemma2, gemma3_text), found through transformers' TF Auto classes. A family without an entry loads with its TF
@@ -46,6 +47,7 @@ class Family:
     # the config ties the two: a PyTorch checkpoint that ties them stores the embeddings only.
     untied_output: Optional[tuple[str, str]] = None
     gguf: Optional[GgufLayout] = None  # GGUF files of the family are read (tf_finetune.models.gguf); None: refused
+    mixed_precision: bool = True  # False: the TF class fails under a mixed-precision policy (refused)
 
     def check_config(self, config: PretrainedConfig, name_or_path: str) -> PretrainedConfig:
         """`config`, after raising a UserError for a config feature the TF class does not implement."""
@@ -55,6 +57,13 @@ class Family:
                                 f"{getattr(config, feature.field, None)!r}, which its TensorFlow class does not "
                                 f"compute; pick a {self.model_type} checkpoint without it.")
         return config
+
+    def check_mixed_precision(self, mixed_precision: str, name_or_path: str) -> None:
+        """Raise a UserError for a mixed-precision policy (fp16, bf16) the TF class cannot run under."""
+        if mixed_precision != "no" and not self.mixed_precision:
+            raise UserError(f"{name_or_path} is a {self.model_type} model, and its TensorFlow class (transformers') "
+                            f"fails under --mixed_precision {mixed_precision}: it builds its attention mask in "
+                            "float32 only; drop --mixed_precision.")
 
     def pytorch_architecture(self, tf_class_name: str) -> str:
         """The PyTorch class a TF model of this family exports as (TFBertForMaskedLM -> BertForMaskedLM)."""
@@ -102,7 +111,8 @@ FAMILIES: dict[str, Family] = {family.model_type: family for family in (
     # TFMistral has no sliding window (it attends to every earlier token): exact for inputs up to the window.
     Family("mistral", lora_targets=_PROJECTIONS,
            unsupported=(Unsupported("head_dim", _head_dim_fits), _rope_types("default")),
-           length_fields=("max_position_embeddings", "sliding_window"), untied_output=_MISTRAL_OUTPUT),
+           length_fields=("max_position_embeddings", "sliding_window"), untied_output=_MISTRAL_OUTPUT,
+           mixed_precision=False),
     Family("llama", lora_targets=_PROJECTIONS, unsupported=(_DECODER_ROPE,),
            length_fields=("max_position_embeddings",), gguf=GgufLayout(permuted_qk=True, tensor_flags=(
                ("attention_bias", "blk.0.attn_q.bias"), ("mlp_bias", "blk.0.ffn_up.bias")))),

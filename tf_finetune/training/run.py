@@ -21,6 +21,7 @@ from tf_finetune.core.files import save_pretrained_atomic
 from tf_finetune.core.layout import CHECKPOINT_DIR
 from tf_finetune.data.batching import example_lengths, length_grouped_dataset
 from tf_finetune.models.adapters import LoraAdapter
+from tf_finetune.models.families import family_of
 from tf_finetune.models.loading import (
     check_auto_class,
     check_gradient_checkpointing,
@@ -99,6 +100,8 @@ class FineTuneRun:
         check_auto_class(self.task.auto_model_class, config.model_name_or_path, self.model_config)
         if config.gradient_checkpointing:
             check_gradient_checkpointing(self.task.auto_model_class, config.model_name_or_path, self.model_config)
+        family_of(self.model_config.model_type).check_mixed_precision(config.mixed_precision,
+                                                                      config.model_name_or_path)
         if config.features_baseline:  # a task without the baseline fails now, not after loading the model
             self.task.features_baseline_scorer(config, self.model_config)
         check_model_fits(config.model_name_or_path, self.model_config, any(
