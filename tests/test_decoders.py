@@ -209,6 +209,16 @@ def test_training_with_gradient_checkpointing_and_lora_has_the_losses_of_trainin
         assert results[True][key] == pytest.approx(results[False][key], abs=1e-5)
 
 
+@pytest.mark.parametrize("stored", ["float16", "bfloat16"])
+def test_checkpoints_stored_in_half_precision_load_as_float32_with_pytorchs_logits(stored, tmp_path):
+    stem, overrides = CASES["qwen2-tied"]
+    _pytorch_model(stem, "CausalLM", overrides).to(getattr(torch, stored)).save_pretrained(tmp_path / "pt")
+    pytorch = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "pt", torch_dtype=torch.float32).eval()
+    model = _tf_model(tmp_path / "pt")
+    assert {variable.dtype.name for variable in model.variables} == {"float32"}
+    assert _max_difference(model(IDS, attention_mask=MASK).logits.numpy(), _pytorch_logits(pytorch)) < TOLERANCE
+
+
 @pytest.mark.parametrize("name", XLA_CASES)  # one per family
 def test_bf16_mixed_precision_computes_pytorchs_logits_to_bf16_precision_and_trains(name, tmp_path):
     import copy
