@@ -4,6 +4,7 @@ under XLA, the sequence-classification head, and a model trained in TF, exported
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -259,6 +260,40 @@ def test_gradient_checkpointing_is_refused_where_a_layer_draws_dropout(tmp_path)
         check_gradient_checkpointing("TFAutoModelForCausalLM", "tiny", config)
     check_gradient_checkpointing("TFAutoModelForCausalLM", "tiny", load_model_config(str(tmp_path / "pt"),
                                                                                      attention_dropout=0.0))
+
+
+TRANSFORMERS_5_PYTHON = os.environ.get("TF_FINETUNE_TRANSFORMERS_5_PYTHON")  # .ci/run makes one
+V5_LOGITS = """
+import sys, numpy as np, torch, transformers
+assert transformers.__version__.startswith("5."), transformers.__version__
+ids, mask = np.load(sys.argv[1]), np.load(sys.argv[2])
+for folder in sys.argv[3:]:
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.float().numpy()
+    np.save(folder + "/v5_logits.npy", logits)
+    print(folder, type(model).__name__)
+"""
+
+
+@pytest.mark.skipif(not TRANSFORMERS_5_PYTHON, reason="TF_FINETUNE_TRANSFORMERS_5_PYTHON names no Python with "
+                    "transformers 5 (.ci/run makes one: a venv over this one's packages with transformers>=5)")
+def test_the_pytorch_export_loads_in_transformers_5_with_the_same_logits(tmp_path):
+    folders, logits = [], {}
+    for name in XLA_CASES:  # one per family
+        model = _tf_model(_saved(*CASES[name], tmp_path / name))
+        PytorchWeights(model).save_pretrained(str(tmp_path / name / "export"))
+        folders.append(str(tmp_path / name / "export"))
+        logits[folders[-1]] = model(IDS, attention_mask=MASK).logits.numpy()
+    np.save(tmp_path / "ids.npy", IDS)
+    np.save(tmp_path / "mask.npy", MASK)
+    result = subprocess.run([TRANSFORMERS_5_PYTHON, "-c", V5_LOGITS, str(tmp_path / "ids.npy"),
+                             str(tmp_path / "mask.npy"), *folders], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line.split()[1] for line in result.stdout.splitlines()] == [
+        f"{CASES[name][0]}ForCausalLM" for name in XLA_CASES]
+    for folder, expected in logits.items():
+        assert _max_difference(np.load(f"{folder}/v5_logits.npy"), expected) < TOLERANCE
 
 
 @pytest.mark.parametrize("name", ["llama-llama3-rope-biases-head-dim", "qwen2-untied", "qwen3-tied-attention-bias",
